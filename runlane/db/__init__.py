@@ -1,0 +1,3 @@
+"""Database access: engine factory, Core tables, Alembic migrations."""
+
+__all__: list[str] = []

@@ -1,0 +1,653 @@
+"""RunManager: admits runs into their thread's lane, starts them, ends them.
+
+The store is the truth about every run; the manager keeps a local record only
+for the runs this process owns (its task handle and abort event) and evicts it
+``eviction_delay`` seconds after the run ends, so nothing here grows without
+bound. Without a store (``RunManager()``) the local records are all there is.
+
+Guarantees:
+
+- Admission is atomic per thread (see ``RunStore.admit``): ``reject`` raises
+  ConflictError when the thread has an active run, ``enqueue`` puts the run in
+  line, ``interrupt``/``rollback`` end the active runs and take the lane.
+- Runs of one thread start one at a time, in creation order. A run cancelled
+  before it starts never starts.
+- Terminal statuses are compare-and-set: a late writer cannot replace one.
+- Store writes are retried with backoff on transient errors only; a lost row
+  is recreated from the local record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import orjson
+
+from runlane.exceptions import (
+    ConflictError,
+    InvalidPayloadError,
+    RunNotFoundError,
+    StoreUnavailableError,
+)
+from runlane.runtime.runs.persistence import RunWriter
+from runlane.runtime.runs.records import record_from_row, row_from_record
+from runlane.runtime.runs.recovery import recover_orphans
+from runlane.runtime.runs.retry import PersistenceRetryPolicy, call_with_retry
+from runlane.runtime.runs.schemas import (
+    COMPLETION_FIELDS,
+    SUPERSEDED_ERROR,
+    TERMINAL_STATUSES,
+    CancelAction,
+    DisconnectMode,
+    MultitaskStrategy,
+    RunRecord,
+    RunStatus,
+    can_transition,
+    parse_status,
+    parse_strategy,
+    validate_thread_id,
+)
+from runlane.runtime.runs.store.base import RunStore
+
+__all__ = ["RESTART_ERROR", "PersistenceRetryPolicy", "RunManager", "Work"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Work = Callable[[RunRecord], Awaitable[Any]]
+"""What a run does once it holds its lane; see :meth:`RunManager.start`."""
+
+RESTART_ERROR = "The server stopped before this run reached a final state."
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _default_owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _check_json(name: str, value: Any) -> None:
+    try:
+        orjson.dumps(value)
+    except TypeError as exc:
+        raise InvalidPayloadError(f"Run {name} is not JSON-serialisable: {exc}") from None
+
+
+class RunManager:
+    """Lifecycle of the runs this process owns; see the module docstring."""
+
+    def __init__(
+        self,
+        store: RunStore | None = None,
+        *,
+        persistence_retry_policy: PersistenceRetryPolicy | None = None,
+        owner_id: str | None = None,
+        lease_ttl: float = 30.0,
+        eviction_delay: float = 60.0,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._store = store
+        self._policy = persistence_retry_policy or PersistenceRetryPolicy()
+        self.owner_id = owner_id or _default_owner_id()
+        self._lease_ttl = timedelta(seconds=lease_ttl)
+        self._eviction_delay = eviction_delay
+        self._clock = clock
+        self._writer = RunWriter(store, self._policy) if store is not None else None
+        self._runs: dict[str, RunRecord] = {}
+        self._work: dict[str, Work] = {}
+        self._evictions: dict[str, asyncio.TimerHandle] = {}
+        self._lease_task: asyncio.Task[None] | None = None
+
+    # -- registry -----------------------------------------------------------
+
+    def _thread_records(self, thread_id: str) -> list[RunRecord]:
+        """Local records of the thread in creation order (few: ended ones are evicted)."""
+        return [r for r in self._runs.values() if r.thread_id == thread_id]
+
+    def _evict(self, run_id: str) -> None:
+        handle = self._evictions.pop(run_id, None)
+        if handle is not None:
+            handle.cancel()
+        self._work.pop(run_id, None)
+        self._runs.pop(run_id, None)
+
+    def _schedule_eviction(self, record: RunRecord) -> None:
+        """Evict an ended record once its task (if any) has finished."""
+        if record.is_active or (record.task is not None and not record.task.done()):
+            return
+        if record.run_id in self._evictions or record.run_id not in self._runs:
+            return
+        if self._eviction_delay <= 0:
+            self._evict(record.run_id)
+            return
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(self._eviction_delay, self._evict, record.run_id)
+        self._evictions[record.run_id] = handle
+
+    @property
+    def local_run_count(self) -> int:
+        """How many run records this process holds (active or awaiting eviction)."""
+        return len(self._runs)
+
+    # -- store access ---------------------------------------------------------
+
+    async def _retry(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        return await call_with_retry(self._policy, fn, *args, **kwargs)
+
+    def _new_record(
+        self,
+        thread_id: str,
+        assistant_id: str | None,
+        *,
+        user_id: str | None,
+        on_disconnect: DisconnectMode | str,
+        metadata: dict[str, Any] | None,
+        kwargs: dict[str, Any] | None,
+        multitask_strategy: MultitaskStrategy,
+        model_name: str | None,
+        run_id: str | None,
+    ) -> RunRecord:
+        validate_thread_id(thread_id)
+        _check_json("metadata", metadata or {})
+        _check_json("kwargs", kwargs or {})
+        now = _now_iso()
+        return RunRecord(
+            run_id=run_id or str(uuid.uuid4()),
+            thread_id=thread_id,
+            assistant_id=assistant_id,
+            user_id=user_id,
+            on_disconnect=DisconnectMode(on_disconnect),
+            multitask_strategy=multitask_strategy.value,
+            metadata=dict(metadata or {}),
+            kwargs=dict(kwargs or {}),
+            model_name=model_name,
+            created_at=now,
+            updated_at=now,
+            owner_id=self.owner_id,
+            lease_expires_at=(self._clock() + self._lease_ttl).isoformat(),
+        )
+
+    # -- creating runs ----------------------------------------------------------
+
+    async def create(
+        self,
+        thread_id: str,
+        assistant_id: str | None = None,
+        *,
+        user_id: str | None = None,
+        on_disconnect: DisconnectMode | str = DisconnectMode.cancel,
+        metadata: dict[str, Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        multitask_strategy: str = MultitaskStrategy.reject.value,
+        model_name: str | None = None,
+    ) -> RunRecord:
+        """Record a new ``pending`` run without lane admission.
+
+        For imports and tests that drive statuses by hand; requests go through
+        :meth:`create_or_reject`. A SQL store still refuses a second active
+        run on the thread with ConflictError.
+        """
+        record = self._new_record(
+            thread_id, assistant_id, user_id=user_id, on_disconnect=on_disconnect,
+            metadata=metadata, kwargs=kwargs, multitask_strategy=parse_strategy(multitask_strategy),
+            model_name=model_name, run_id=None,
+        )
+        if self._store is not None:
+            try:
+                await self._retry(
+                    self._store.put, record.run_id, thread_id=thread_id, **row_from_record(record)
+                )
+            except ConflictError:
+                raise
+            except Exception as exc:
+                raise StoreUnavailableError() from exc
+        self._runs[record.run_id] = record
+        return record
+
+    async def create_or_reject(
+        self,
+        thread_id: str,
+        assistant_id: str | None = None,
+        *,
+        user_id: str | None = None,
+        on_disconnect: DisconnectMode | str = DisconnectMode.cancel,
+        metadata: dict[str, Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        multitask_strategy: str = MultitaskStrategy.reject.value,
+        model_name: str | None = None,
+        run_id: str | None = None,
+    ) -> RunRecord:
+        """Admit a new run into its thread's lane under ``multitask_strategy``.
+
+        Raises ConflictError (``reject`` on a busy thread),
+        UnsupportedStrategyError, InvalidThreadIdError, InvalidPayloadError,
+        or StoreUnavailableError; in each case nothing was written. The
+        returned record is ``pending``; ``record.queued`` says whether it
+        waits behind another run. Runs it pre-empted are ``interrupted``.
+        """
+        strategy = parse_strategy(multitask_strategy)
+        record = self._new_record(
+            thread_id, assistant_id, user_id=user_id, on_disconnect=on_disconnect,
+            metadata=metadata, kwargs=kwargs, multitask_strategy=strategy,
+            model_name=model_name, run_id=run_id,
+        )
+        if self._store is None:
+            record.queued, preempted = self._admit_locally(record, strategy)
+        else:
+            try:
+                admission = await self._retry(
+                    self._store.admit, record.run_id, thread_id=thread_id,
+                    strategy=strategy, **row_from_record(record),
+                )
+            except ConflictError:
+                raise
+            except Exception as exc:
+                raise StoreUnavailableError() from exc
+            record.queued, preempted = admission.queued, list(admission.preempted)
+        self._runs[record.run_id] = record
+        for other_id in preempted:
+            other = self._runs.get(other_id)
+            if other is not None and other.is_active:
+                self._abort_locally(other, CancelAction(strategy.value), SUPERSEDED_ERROR)
+                if self._store is None:
+                    self._schedule_eviction(other)
+        return record
+
+    def _admit_locally(
+        self, record: RunRecord, strategy: MultitaskStrategy
+    ) -> tuple[bool, list[str]]:
+        active = [r for r in self._thread_records(record.thread_id) if r.is_active]
+        if not active:
+            return False, []
+        if strategy == MultitaskStrategy.reject:
+            raise ConflictError(f"Thread {record.thread_id} already has an active run.")
+        if strategy == MultitaskStrategy.enqueue:
+            return True, []
+        return False, [r.run_id for r in active]
+
+    def _abort_locally(self, record: RunRecord, action: CancelAction, error: str | None) -> None:
+        record.abort_action = record.abort_action or action
+        record.abort_event.set()
+        # Only running work is cancelled: a task that has not reached the work
+        # sees the abort event itself, and still frees the lane on its way out.
+        if record.status == RunStatus.running and record.task is not None:
+            record.task.cancel()
+        record.status = RunStatus.interrupted
+        if error is not None:
+            record.error = error
+        record.updated_at = _now_iso()
+
+    # -- running ----------------------------------------------------------------
+
+    def start(self, run_id: str, work: Work) -> bool:
+        """Run ``work(record)`` once the run holds its thread's lane.
+
+        The run moves to ``running`` first (in the store, as a compare-and-set
+        from ``pending``); if it was cancelled before that, ``work`` is never
+        called. When ``work`` returns, a run still ``running`` ends
+        ``success``; when it raises, ``error``. Then the next queued run of the
+        thread starts. Returns False, and never calls ``work``, when the run
+        already ended (or is not owned by this process).
+        """
+        record = self._runs.get(run_id)
+        if record is None or not record.is_active or record.task is not None:
+            return False
+        self._work[run_id] = work
+        if not record.queued:
+            self._spawn(record)
+        return True
+
+    def _spawn(self, record: RunRecord) -> None:
+        work = self._work.pop(record.run_id, None)
+        if work is None or record.task is not None:
+            return
+        record.task = asyncio.create_task(self._drive(record, work), name=f"run-{record.run_id}")
+        record.task.add_done_callback(lambda _: self._schedule_eviction(record))
+
+    async def _drive(self, record: RunRecord, work: Work) -> None:
+        try:
+            if await self._try_start(record):
+                try:
+                    await work(record)
+                except asyncio.CancelledError:
+                    if not record.abort_event.is_set():
+                        raise
+                    # Cancelled by our own abort: the run ends here, the task goes on.
+                    task = asyncio.current_task()
+                    if task is not None:
+                        task.uncancel()
+                except Exception as exc:
+                    logger.exception("run %s failed", record.run_id)
+                    await self.set_status(record.run_id, RunStatus.error, error=repr(exc))
+                else:
+                    if record.status == RunStatus.running:
+                        await self.set_status(record.run_id, RunStatus.success)
+        finally:
+            await asyncio.shield(self._after_run(record))
+
+    async def _try_start(self, record: RunRecord) -> bool:
+        if record.abort_event.is_set() or record.status != RunStatus.pending:
+            return False
+        if self._store is not None:
+            try:
+                started = await self._retry(self._store.start_run, record.run_id)
+            except Exception:
+                logger.exception("could not start run %s", record.run_id)
+                await self.set_status(record.run_id, RunStatus.error, error="Could not start.")
+                return False
+            if not started:
+                logger.info("run %s was cancelled before it started", record.run_id)
+                if record.is_active:
+                    record.status = RunStatus.interrupted
+                return False
+        if record.abort_event.is_set():
+            return False
+        record.status = RunStatus.running
+        record.updated_at = _now_iso()
+        return True
+
+    async def _after_run(self, record: RunRecord) -> None:
+        if record.is_active:
+            await self.set_status(record.run_id, RunStatus.interrupted)
+        await self._release_lane(record.thread_id)
+
+    async def _release_lane(self, thread_id: str) -> None:
+        """Start the next queued run of the thread if its lane is free."""
+        if self._store is None:
+            siblings = self._thread_records(thread_id)
+            if any(r.is_active and not r.queued for r in siblings):
+                return
+            waiting = [r for r in siblings if r.is_active and r.queued]
+            promoted = waiting[0].run_id if waiting else None
+        else:
+            try:
+                promoted = await self._retry(self._store.promote_next, thread_id)
+            except Exception:
+                logger.exception("could not promote the next run of thread %s", thread_id)
+                return
+        record = self._runs.get(promoted) if promoted else None
+        if record is not None:
+            record.queued = False
+            self._spawn(record)
+
+    # -- status ---------------------------------------------------------------
+
+    def _owned(self, run_id: str) -> RunRecord:
+        record = self._runs.get(run_id)
+        if record is None:
+            raise RunNotFoundError(f"Run {run_id} is not owned by this process.")
+        return record
+
+    async def _persist_status(self, record: RunRecord) -> bool:
+        return True if self._writer is None else await self._writer.status(record)
+
+    async def _ended(self, record: RunRecord) -> None:
+        """Free the lane and schedule eviction unless the run's task does it."""
+        if record.task is None or record.task.done():
+            await self._release_lane(record.thread_id)
+            self._schedule_eviction(record)
+
+    async def set_status(
+        self, run_id: str, status: RunStatus | str, *, error: str | None = None
+    ) -> bool:
+        """Move a local run to ``status`` and persist it.
+
+        Returns False when the transition is not allowed (a terminal status
+        never changes) or the store holds a different terminal status.
+        Raises InvalidStatusError for an unknown status and RunNotFoundError
+        for a run this process does not own; neither writes anything.
+        """
+        new = parse_status(status)
+        record = self._owned(run_id)
+        if not can_transition(record.status, new):
+            logger.info("run %s: ignoring %s -> %s", run_id, record.status.value, new.value)
+            return False
+        record.status = new
+        if error is not None:
+            record.error = error
+        record.updated_at = _now_iso()
+        persisted = await self._persist_status(record)
+        if new in TERMINAL_STATUSES:
+            await self._ended(record)
+        return persisted
+
+    async def update_run_completion(
+        self, run_id: str, *, status: RunStatus | str, **stats: Any
+    ) -> bool:
+        """Write the final status with the run's completion statistics.
+
+        ``stats`` keys: ``COMPLETION_FIELDS``, ``error`` and ``stop_reason``.
+        A missing row is recreated and the write retried once; a zero-row
+        result after that is logged as a warning. Returns whether the store
+        holds the statistics.
+        """
+        new = parse_status(status)
+        unknown = set(stats) - {*COMPLETION_FIELDS, "error", "stop_reason"}
+        if unknown:
+            raise TypeError(f"unknown completion fields: {', '.join(sorted(unknown))}")
+        record = self._owned(run_id)
+        if can_transition(record.status, new):
+            record.status = new
+        for name, value in stats.items():
+            setattr(record, name, value)
+        record.updated_at = _now_iso()
+        if self._writer is None:
+            return True
+        return await self._writer.completion(record, new.value, stats)
+
+    # -- cancel ---------------------------------------------------------------
+
+    async def cancel(
+        self,
+        run_id: str,
+        *,
+        action: CancelAction | str = CancelAction.interrupt,
+        user_id: str | None = None,
+    ) -> bool:
+        """Cancel a run; True if it is (now or already) ``interrupted``.
+
+        Idempotent, and the first action wins: a second cancel changes
+        nothing. A run that has not started never starts. False for a run
+        that already ended otherwise, or that is unknown.
+        """
+        action = CancelAction(action)
+        record = self._runs.get(run_id)
+        if record is not None and user_id is not None and record.user_id != user_id:
+            return False
+        if record is None:
+            return await self._cancel_remote(run_id, action, user_id)
+        if record.status == RunStatus.interrupted:
+            return True
+        if not record.is_active:
+            return False
+        if self._store is not None:
+            try:
+                winner = await self._retry(
+                    self._store.request_cancel, run_id, action, now=self._clock()
+                )
+            except Exception:
+                logger.exception("run %s: could not record the cancel durably", run_id)
+                winner = None
+            action = winner or action
+        record.cancel_action = action
+        self._abort_locally(record, action, None)
+        await self._persist_status(record)
+        await self._ended(record)
+        return True
+
+    async def _cancel_remote(self, run_id: str, action: CancelAction, user_id: str | None) -> bool:
+        if self._store is None:
+            return False
+        row = await self._retry(self._store.get, run_id, user_id=user_id)
+        if row is None:
+            return False
+        if row["status"] == RunStatus.interrupted:
+            return True
+        if row["status"] == RunStatus.pending:
+            await self._retry(self._store.request_cancel, run_id, action, now=self._clock())
+            return bool(await self._retry(self._store.update_status, run_id, "interrupted"))
+        if row["status"] == RunStatus.running:
+            # The owner learns of the request when it renews its lease.
+            won = await self._retry(self._store.request_cancel, run_id, action, now=self._clock())
+            return won is not None
+        return False
+
+    # -- reads ----------------------------------------------------------------
+
+    async def get(self, run_id: str, *, user_id: str | None = None) -> RunRecord | None:
+        """The local record, else the store's row as a ``store_only`` record.
+
+        With ``user_id``, another user's run reads as None. A store failure
+        is logged and reads as None.
+        """
+        record = self._runs.get(run_id)
+        if record is not None:
+            return record if user_id is None or record.user_id == user_id else None
+        if self._store is None:
+            return None
+        try:
+            row = await self._store.get(run_id, user_id=user_id)
+        except Exception:
+            logger.exception("run %s: store read failed", run_id)
+            return None
+        # A create may have registered the run while we awaited the store.
+        return self._runs.get(run_id) or (record_from_row(row) if row else None)
+
+    async def aget(self, run_id: str, *, user_id: str | None = None) -> RunRecord | None:
+        """Same as :meth:`get`."""
+        return await self.get(run_id, user_id=user_id)
+
+    async def list_by_thread(
+        self, thread_id: str, *, user_id: str | None = None, limit: int = 100
+    ) -> list[RunRecord]:
+        """The thread's runs, newest first; local records win over store rows."""
+        local = [
+            r
+            for r in self._thread_records(thread_id)
+            if user_id is None or r.user_id == user_id
+        ]
+        merged = {r.run_id: r for r in local}
+        if self._store is not None:
+            try:
+                rows = await self._store.list_by_thread(
+                    thread_id, user_id=user_id, limit=limit + len(local)
+                )
+            except Exception:
+                logger.exception("thread %s: store list failed", thread_id)
+                rows = []
+            for row in rows:
+                merged.setdefault(row["run_id"], record_from_row(row))
+        # sorted() is stable, so equal timestamps keep insertion order.
+        ordered = sorted(
+            merged.values(), key=lambda r: datetime.fromisoformat(r.created_at), reverse=True
+        )
+        return ordered[:limit]
+
+    async def has_inflight(self, thread_id: str) -> bool:
+        """Whether the thread has a pending or running run."""
+        if any(r.is_active for r in self._thread_records(thread_id)):
+            return True
+        if self._store is None:
+            return False
+        return await self._retry(self._store.has_active, thread_id)
+
+    async def cleanup(self, run_id: str, *, delay: float = 0) -> None:
+        """Forget the local record of ``run_id`` after ``delay`` seconds."""
+        if delay > 0:
+            await asyncio.sleep(delay)
+        self._evict(run_id)
+
+    # -- leases and orphans -----------------------------------------------------
+
+    async def reconcile_orphaned_inflight_runs(
+        self,
+        *,
+        error: str = RESTART_ERROR,
+        before: str | None = None,
+        sole_process: bool = False,
+    ) -> list[RunRecord]:
+        """End as ``error`` every active run whose owner is gone.
+
+        A run is an orphan when its lease is missing or expired (with
+        ``sole_process``, any lease at all: no other process can be alive)
+        and this process has no live record of it. Each one is claimed with
+        one conditional update (an owner that renewed in time keeps its run),
+        then gets ``status="error"``, ``error`` and
+        ``stop_reason="orphan_recovered"``. Returns the runs that were ended;
+        a run whose error status could not be written is not among them.
+        """
+        if self._writer is None:
+            return []
+        recovered = await recover_orphans(
+            self._writer,
+            owner_id=self.owner_id,
+            now=self._clock(),
+            lease_ttl=self._lease_ttl,
+            error=error,
+            before=before,
+            sole_process=sole_process,
+            is_live=lambda run_id: run_id in self._runs and self._runs[run_id].is_active,
+        )
+        for thread_id in {r.thread_id for r in recovered}:
+            await self._release_lane(thread_id)
+        return recovered
+
+    async def renew_leases(self) -> None:
+        """Extend the leases of this process's active runs in one store call.
+
+        A cancel requested durably by another process is applied here.
+        """
+        if self._store is None:
+            return
+        renewals = await self._retry(
+            self._store.renew_leases, self.owner_id,
+            lease_expires_at=self._clock() + self._lease_ttl,
+        )
+        for renewal in renewals:
+            record = self._runs.get(renewal.run_id)
+            if renewal.cancel_action and record is not None and not record.abort_event.is_set():
+                await self.cancel(record.run_id, action=renewal.cancel_action)
+
+    async def start_lease_keeper(self) -> None:
+        """Renew leases every third of the lease TTL until :meth:`close`."""
+        if self._lease_task is None:
+            self._lease_task = asyncio.create_task(self._keep_leases(), name="runlane-leases")
+
+    async def _keep_leases(self) -> None:
+        interval = self._lease_ttl.total_seconds() / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.renew_leases()
+            except Exception:
+                logger.exception("lease renewal failed")
+
+    async def close(self) -> None:
+        """Stop renewing leases, interrupt the runs still going, drop all records."""
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
+            self._lease_task = None
+        tasks = [r.task for r in self._runs.values() if r.task is not None and not r.task.done()]
+        for record in list(self._runs.values()):
+            if record.is_active:
+                self._abort_locally(record, CancelAction.interrupt, RESTART_ERROR)
+                await self._persist_status(record)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for handle in self._evictions.values():
+            handle.cancel()
+        for run_id in list(self._runs):
+            self._evict(run_id)

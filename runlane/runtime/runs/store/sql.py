@@ -1,0 +1,408 @@
+"""SqlRunStore: the run store on SQLite (aiosqlite) or Postgres (asyncpg).
+
+Every method is one SQLAlchemy Core statement, or one short transaction where
+the contract needs two, and every decision is made by the database:
+
+- the lane is the partial unique index ``uq_runs_thread_lane``; admission is
+  ``INSERT ... SELECT ... WHERE NOT EXISTS`` (reject) or computes ``queued``
+  in the same statement (enqueue); a concurrent admission that slips past the
+  check hits the index, and a unique violation becomes ConflictError (or, for
+  enqueue and the pre-empting strategies, a fresh attempt);
+- status writes carry the allowed source statuses in their ``WHERE`` clause,
+  derived from :func:`~runlane.runtime.runs.schemas.can_transition`, so a
+  late writer matches no row instead of overwriting a terminal status;
+- leases, orphan claims and cancel requests are conditional ``UPDATE``s.
+
+Transient errors (SQLite busy, Postgres serialization/deadlock, lost
+connections) are raised unchanged; the caller retries them with
+:func:`runlane.runtime.runs.retry.call_with_retry`. The store guarantees that
+a failed call wrote nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    and_,
+    exists,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from runlane.db.engine import create_engine
+from runlane.db.tables import ACTIVE_STATUS_VALUES, runs
+from runlane.exceptions import ConflictError
+from runlane.runtime.runs.retry import is_unique_violation
+from runlane.runtime.runs.schemas import (
+    COMPLETION_FIELDS,
+    ORPHAN_RECOVERED,
+    SUPERSEDED_ERROR,
+    CancelAction,
+    MultitaskStrategy,
+    RunStatus,
+    can_transition,
+    parse_status,
+    parse_strategy,
+)
+from runlane.runtime.runs.store.base import Admission, LeaseRenewal, RunStore
+from runlane.runtime.runs.store.sql_rows import (
+    column_value,
+    new_row_values,
+    now_utc,
+    row_to_dict,
+    to_utc,
+)
+
+__all__ = ["SqlRunStore"]
+
+"""``error`` of a run ended by the interrupt or rollback strategy."""
+
+# A pre-empting admission races other admissions on the same thread only when
+# they commit between its UPDATE and its INSERT; a few fresh tries settle it.
+_ADMIT_ATTEMPTS = 3
+_COMPLETION_KEYS = frozenset(COMPLETION_FIELDS) | {"error", "stop_reason"}
+_COLUMNS = [column.name for column in runs.columns if column.name != "seq"]
+
+_active = runs.c.status.in_(ACTIVE_STATUS_VALUES)
+_pending = runs.c.status == RunStatus.pending.value
+
+
+def _thread_active(thread_id: str) -> ColumnElement[bool]:
+    return exists().where(runs.c.thread_id == thread_id, _active)
+
+
+def _lease_lapsed(now: datetime) -> ColumnElement[bool]:
+    return or_(runs.c.lease_expires_at.is_(None), runs.c.lease_expires_at < to_utc(now))
+
+
+def _literal(values: Mapping[str, Any], name: str) -> ColumnElement[Any]:
+    # Typed, so the JSON and DateTime bind processors run and asyncpg gets casts.
+    return literal(values[name], runs.c[name].type)
+
+
+def _status_guard(new: RunStatus) -> ColumnElement[bool]:
+    """The ``WHERE`` form of ``can_transition(current, new)`` for every current."""
+    sources = [status.value for status in RunStatus if can_transition(status, new)]
+    guard: ColumnElement[bool] = runs.c.status.in_(sources)
+    if new == RunStatus.running:
+        # Only the lane holder runs; a queued row must be promoted first.
+        guard = and_(guard, runs.c.queued.is_(false()))
+    return guard
+
+
+class SqlRunStore(RunStore):
+    """Run rows in the ``runs`` table of a migrated database.
+
+    The engine must come from :func:`runlane.db.engine.create_engine` (or be
+    configured alike) and the schema must be at head
+    (:func:`runlane.db.migrate.upgrade`). The store disposes the engine on
+    :meth:`close` only if it created it (:meth:`from_url`).
+    """
+
+    def __init__(self, engine: AsyncEngine, *, owns_engine: bool = False) -> None:
+        if engine.dialect.name not in ("sqlite", "postgresql"):
+            raise ValueError(f"SqlRunStore supports SQLite and Postgres, not {engine.dialect.name}")
+        self._engine = engine
+        self._owns_engine = owns_engine
+
+    @classmethod
+    def from_url(cls, url: str) -> SqlRunStore:
+        """A store on a new engine for ``url``, closed with the store."""
+        return cls(create_engine(url), owns_engine=True)
+
+    async def close(self) -> None:
+        if self._owns_engine:
+            await self._engine.dispose()
+
+    def _insert(self) -> postgresql.Insert | sqlite.Insert:
+        # Both dialects spell the upsert ON CONFLICT ... DO UPDATE.
+        if self._engine.dialect.name == "postgresql":
+            return postgresql.insert(runs)
+        return sqlite.insert(runs)
+
+    async def _fetch(self, statement: Any) -> list[dict[str, Any]]:
+        async with self._engine.connect() as conn:
+            result = await conn.execute(statement)
+            return [row_to_dict(dict(row)) for row in result.mappings()]
+
+    # --- rows -------------------------------------------------------------
+
+    async def put(self, run_id: str, *, thread_id: str, **fields: Any) -> None:
+        values = new_row_values(run_id, thread_id, fields)
+        statement = self._insert().values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[runs.c.run_id],
+            set_={name: statement.excluded[name] for name in values if name != "run_id"},
+        )
+        async with self._lane_conflicts(thread_id), self._engine.begin() as conn:
+            await conn.execute(statement)
+
+    async def get(self, run_id: str, *, user_id: str | None = None) -> dict[str, Any] | None:
+        statement = select(runs).where(runs.c.run_id == run_id)
+        if user_id is not None:
+            statement = statement.where(runs.c.user_id == user_id)
+        rows = await self._fetch(statement)
+        return rows[0] if rows else None
+
+    async def list_by_thread(
+        self,
+        thread_id: str,
+        *,
+        user_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        statement = select(runs).where(runs.c.thread_id == thread_id)
+        if user_id is not None:
+            statement = statement.where(runs.c.user_id == user_id)
+        if status is not None:
+            statement = statement.where(runs.c.status == parse_status(status).value)
+        statement = (
+            statement.order_by(runs.c.created_at.desc(), runs.c.seq.asc())
+            .limit(limit)
+            .offset(offset)
+        )
+        return await self._fetch(statement)
+
+    async def delete(self, run_id: str) -> bool:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(runs.delete().where(runs.c.run_id == run_id))
+        return result.rowcount == 1
+
+    # --- admission and the lane -------------------------------------------
+
+    async def admit(
+        self, run_id: str, *, thread_id: str, strategy: MultitaskStrategy, **fields: Any
+    ) -> Admission:
+        strategy = parse_strategy(strategy)
+        values = new_row_values(
+            run_id, thread_id, {**fields, "status": RunStatus.pending, "queued": False}
+        )
+        if strategy == MultitaskStrategy.reject:
+            async with self._lane_conflicts(thread_id), self._engine.begin() as conn:
+                inserted = await conn.execute(self._insert_if(values, ~_thread_active(thread_id)))
+                if inserted.first() is None:
+                    # Not an error of the transaction: nothing was inserted.
+                    raise ConflictError(f"Thread {thread_id} already has an active run.")
+            return Admission(queued=False)
+
+        for attempt in range(1, _ADMIT_ATTEMPTS + 1):
+            try:
+                async with self._engine.begin() as conn:
+                    if strategy == MultitaskStrategy.enqueue:
+                        return await self._enqueue(conn, values)
+                    return await self._preempt(conn, values, CancelAction(strategy.value))
+            except IntegrityError as exc:
+                if not is_unique_violation(exc):
+                    raise
+                if attempt == _ADMIT_ATTEMPTS:
+                    raise ConflictError(
+                        f"Thread {thread_id} kept changing during admission; retry the request."
+                    ) from exc
+        raise AssertionError("unreachable")
+
+    def _insert_if(self, values: Mapping[str, Any], condition: ColumnElement[bool]) -> Insert:
+        """``INSERT INTO runs SELECT <values> WHERE <condition> RETURNING run_id``."""
+        row = select(*(_literal(values, name) for name in _COLUMNS)).where(condition)
+        return self._insert().from_select(_COLUMNS, row).returning(runs.c.run_id)
+
+    async def _enqueue(self, conn: AsyncConnection, values: dict[str, Any]) -> Admission:
+        # `queued` is decided by the same statement that inserts the row.
+        thread_id = values["thread_id"]
+        row = select(
+            *(
+                _thread_active(thread_id) if name == "queued" else _literal(values, name)
+                for name in _COLUMNS
+            )
+        )
+        statement = self._insert().from_select(_COLUMNS, row).returning(runs.c.queued)
+        queued = (await conn.execute(statement)).scalar_one()
+        return Admission(queued=bool(queued))
+
+    async def _preempt(
+        self, conn: AsyncConnection, values: dict[str, Any], action: CancelAction
+    ) -> Admission:
+        now = now_utc()
+        if conn.dialect.name == "postgresql":
+            # Lock the rows in one order first: two pre-empting admissions on
+            # a thread then queue behind each other instead of deadlocking.
+            await conn.execute(
+                select(runs.c.seq)
+                .where(runs.c.thread_id == values["thread_id"], _active)
+                .order_by(runs.c.seq)
+                .with_for_update()
+            )
+        ended = await conn.execute(
+            update(runs)
+            .where(runs.c.thread_id == values["thread_id"], _active)
+            .values(
+                status=RunStatus.interrupted.value,
+                error=SUPERSEDED_ERROR,
+                # A cancel requested earlier keeps its action: the first one wins.
+                cancel_action=func.coalesce(runs.c.cancel_action, action.value),
+                cancel_requested_at=func.coalesce(
+                    runs.c.cancel_requested_at, literal(now, runs.c.cancel_requested_at.type)
+                ),
+                updated_at=now,
+            )
+            .returning(runs.c.seq, runs.c.run_id)
+        )
+        preempted = tuple(run_id for _, run_id in sorted(ended.all()))
+        await conn.execute(self._insert().values(values))
+        return Admission(queued=False, preempted=preempted)
+
+    @asynccontextmanager
+    async def _lane_conflicts(self, thread_id: str) -> AsyncIterator[None]:
+        """Turn a unique violation (the lane or the run id) into ConflictError."""
+        try:
+            yield
+        except IntegrityError as exc:
+            if is_unique_violation(exc):
+                raise ConflictError(
+                    f"Thread {thread_id} already has an active run (or the run id is taken)."
+                ) from exc
+            raise
+
+    async def promote_next(self, thread_id: str) -> str | None:
+        oldest = (
+            select(runs.c.seq)
+            .where(runs.c.thread_id == thread_id, runs.c.queued.is_(true()), _pending)
+            .order_by(runs.c.seq)
+            .limit(1)
+            .scalar_subquery()
+        )
+        holder = exists().where(runs.c.thread_id == thread_id, _active, runs.c.queued.is_(false()))
+        statement = (
+            update(runs)
+            # Re-checking queued/pending on the row itself makes a concurrent
+            # promoter that lost the row lock match nothing (Postgres re-evaluates
+            # row conditions after the lock, not the subqueries).
+            .where(runs.c.seq == oldest, runs.c.queued.is_(true()), _pending, ~holder)
+            .values(queued=False, updated_at=now_utc())
+            .returning(runs.c.run_id)
+        )
+        try:
+            async with self._engine.begin() as conn:
+                promoted: str | None = (await conn.execute(statement)).scalar_one_or_none()
+            return promoted
+        except IntegrityError as exc:
+            if is_unique_violation(exc):
+                return None  # a concurrent admission took the lane first
+            raise
+
+    async def start_run(self, run_id: str) -> bool:
+        return await self._update(
+            (runs.c.run_id == run_id, _pending, runs.c.queued.is_(false())),
+            {"status": RunStatus.running.value},
+        )
+
+    async def update_status(self, run_id: str, status: str, *, error: str | None = None) -> bool:
+        new = parse_status(status)
+        values: dict[str, Any] = {"status": new.value}
+        if error is not None:
+            values["error"] = error
+        return await self._update((runs.c.run_id == run_id, _status_guard(new)), values)
+
+    async def update_run_completion(self, run_id: str, *, status: str, **stats: Any) -> bool:
+        unknown = set(stats) - _COMPLETION_KEYS
+        if unknown:
+            raise TypeError(f"unknown completion fields: {', '.join(sorted(unknown))}")
+        new = parse_status(status)
+        values = {name: column_value(name, value) for name, value in stats.items()}
+        values["status"] = new.value
+        return await self._update((runs.c.run_id == run_id, _status_guard(new)), values)
+
+    async def _update(self, where: tuple[ColumnElement[bool], ...], values: dict[str, Any]) -> bool:
+        statement = update(runs).where(*where).values(updated_at=now_utc(), **values)
+        async with self._engine.begin() as conn:
+            result = await conn.execute(statement)
+        return result.rowcount == 1
+
+    async def has_active(self, thread_id: str) -> bool:
+        async with self._engine.connect() as conn:
+            return bool(await conn.scalar(select(_thread_active(thread_id))))
+
+    # --- ownership: orphans, leases, cancel requests -----------------------
+
+    async def list_orphan_candidates(
+        self, *, now: datetime, before: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        statement = select(runs).where(_active, _lease_lapsed(now))
+        if before is not None:
+            statement = statement.where(runs.c.created_at < to_utc(before))
+        statement = statement.order_by(runs.c.created_at, runs.c.seq).limit(limit)
+        return await self._fetch(statement)
+
+    async def claim_orphan(
+        self, run_id: str, *, owner_id: str, now: datetime, lease_expires_at: datetime
+    ) -> bool:
+        return await self._update(
+            (runs.c.run_id == run_id, _active, _lease_lapsed(now)),
+            {
+                "owner_id": owner_id,
+                "lease_expires_at": to_utc(lease_expires_at),
+                "stop_reason": ORPHAN_RECOVERED,
+            },
+        )
+
+    async def renew_leases(
+        self, owner_id: str, *, lease_expires_at: datetime
+    ) -> list[LeaseRenewal]:
+        # updated_at is left alone: a heartbeat is not a change of the run.
+        statement = (
+            update(runs)
+            .where(runs.c.owner_id == owner_id, _active)
+            .values(lease_expires_at=to_utc(lease_expires_at))
+            .returning(runs.c.seq, runs.c.run_id, runs.c.cancel_action)
+        )
+        async with self._engine.begin() as conn:
+            renewed = sorted((await conn.execute(statement)).all())
+        return [
+            LeaseRenewal(run_id, CancelAction(action) if action else None)
+            for _, run_id, action in renewed
+        ]
+
+    async def request_cancel(
+        self, run_id: str, action: CancelAction, *, now: datetime
+    ) -> CancelAction | None:
+        action = CancelAction(action)
+        statement = (
+            update(runs)
+            .where(runs.c.run_id == run_id, _active, runs.c.cancel_action.is_(None))
+            .values(
+                cancel_action=action.value, cancel_requested_at=to_utc(now), updated_at=now_utc()
+            )
+            .returning(runs.c.cancel_action)
+        )
+        async with self._engine.begin() as conn:
+            if (await conn.execute(statement)).first() is not None:
+                return action
+            # Lost, or the run is not active: the row says which. Same
+            # transaction, so on SQLite no writer can slip in between.
+            current = (
+                await conn.execute(
+                    select(runs.c.status, runs.c.cancel_action).where(runs.c.run_id == run_id)
+                )
+            ).first()
+        if (
+            current is None
+            or current.status not in ACTIVE_STATUS_VALUES
+            or not current.cancel_action
+        ):
+            return None
+        return CancelAction(current.cancel_action)
