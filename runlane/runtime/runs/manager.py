@@ -278,17 +278,32 @@ class RunManager:
             return True, []
         return False, [r.run_id for r in active]
 
-    def _abort_locally(self, record: RunRecord, action: CancelAction, error: str | None) -> None:
+    def _abort_locally(
+        self, record: RunRecord, action: CancelAction, error: str | None, *, stop: bool = True
+    ) -> None:
+        """Mark the run interrupted and signal its work; ``stop`` also cancels running work."""
+        running = record.status == RunStatus.running
         record.abort_action = record.abort_action or action
         record.abort_event.set()
-        # Only running work is cancelled: a task that has not reached the work
-        # sees the abort event itself, and still frees the lane on its way out.
-        if record.status == RunStatus.running and record.task is not None:
-            record.task.cancel()
         record.status = RunStatus.interrupted
         if error is not None:
             record.error = error
         record.updated_at = _now_iso()
+        if stop and running:
+            self._stop_work(record)
+
+    @staticmethod
+    def _stop_work(record: RunRecord) -> None:
+        # Only running work is cancelled: a task that has not reached the work
+        # sees the abort event itself, and still frees the lane on its way out.
+        task = record.task
+        if task is None or task.done():
+            return
+        if task is asyncio.current_task():
+            # The work cancels its own run: it stops at its next await.
+            asyncio.get_running_loop().call_soon(task.cancel)
+        else:
+            task.cancel()
 
     # -- running ----------------------------------------------------------------
 
@@ -483,8 +498,12 @@ class RunManager:
                 winner = None
             action = winner or action
         record.cancel_action = action
-        self._abort_locally(record, action, None)
+        running = record.status == RunStatus.running
+        self._abort_locally(record, action, None, stop=False)
+        # Persist before stopping the work: the caller may be that work.
         await self._persist_status(record)
+        if running:
+            self._stop_work(record)
         await self._ended(record)
         return True
 

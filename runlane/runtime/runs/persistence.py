@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from runlane.runtime.runs.records import row_from_record
 from runlane.runtime.runs.retry import PersistenceRetryPolicy, call_with_retry
-from runlane.runtime.runs.schemas import RunRecord, can_transition
+from runlane.runtime.runs.schemas import RunRecord, RunStatus, can_transition
 from runlane.runtime.runs.store.base import RunStore
 
 __all__ = ["RunWriter"]
@@ -61,6 +61,9 @@ class RunWriter:
         if row["status"] == status:
             return True
         logger.warning("run %s: store keeps status %s, refused %s", run_id, row["status"], status)
+        # The store is the truth: the local record follows it.
+        record.status = RunStatus(row["status"])
+        record.error = row["error"]
         return False
 
     async def completion(self, record: RunRecord, status: str, stats: dict[str, Any]) -> bool:

@@ -198,6 +198,7 @@ class StreamHub:
         self._wake_sent = False
         self._has_keys = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.reads = 0
 
     @property
@@ -245,7 +246,10 @@ class StreamHub:
         for key in list(self._tracked):
             self.end(key, closed=True)
         self._tracked.clear()
+        self._stopping = True
+        self._has_keys.set()
         if self._task is not None:
+            # redis-py may swallow a cancellation that lands mid-read; the flag ends the loop.
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -255,7 +259,7 @@ class StreamHub:
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             if not self._tracked:
                 self._has_keys.clear()
                 await self._has_keys.wait()

@@ -328,6 +328,29 @@ async def test_a_cancel_from_another_manager_reaches_the_owner(
     assert (await _row(store, run.run_id))["status"] == "interrupted"
 
 
+async def test_the_first_cancel_wins_across_processes(
+    make_manager: Callable[..., RunManager], store: RunStore
+) -> None:
+    owner = make_manager(owner_id="owner")
+    other = make_manager(owner_id="other")
+    gate = GatedWork()
+    run = await owner.create_or_reject("conv-1")
+    owner.start(run.run_id, gate.work(run.run_id))
+    await wait_event(gate.started[run.run_id], what="run started")
+
+    # The remote rollback is recorded first; the owner's own interrupt comes second.
+    assert await other.cancel(run.run_id, action="rollback") is True
+    assert await owner.cancel(run.run_id, action="interrupt") is True
+
+    await finish(run)
+    assert run.cancel_action is CancelAction.rollback
+    row = await _row(store, run.run_id)
+    assert (row["status"], row["cancel_action"]) == ("interrupted", "rollback")
+    # And a later remote cancel changes nothing either.
+    assert await other.cancel(run.run_id, action="interrupt") is True
+    assert (await _row(store, run.run_id))["cancel_action"] == "rollback"
+
+
 async def test_renewing_moves_the_lease_of_active_runs_only(
     make_manager: Callable[..., RunManager], store: RunStore, clock: FakeClock
 ) -> None:

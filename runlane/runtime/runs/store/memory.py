@@ -82,6 +82,7 @@ class MemoryRunStore(RunStore):
 
     def __init__(self) -> None:
         self._rows: dict[str, dict[str, Any]] = {}
+        self._threads: dict[str, dict[str, None]] = {}
         self._order: dict[str, int] = {}
         self._counter = itertools.count()
 
@@ -104,15 +105,19 @@ class MemoryRunStore(RunStore):
 
     def _insert(self, row: dict[str, Any]) -> None:
         run_id = row["run_id"]
+        old = self._rows.get(run_id)
+        if old is not None and old["thread_id"] != row["thread_id"]:
+            self._threads[old["thread_id"]].pop(run_id, None)
         if run_id not in self._order:
             self._order[run_id] = next(self._counter)
         self._rows[run_id] = row
+        self._threads.setdefault(row["thread_id"], {})[run_id] = None
 
     def _touch(self, row: dict[str, Any]) -> None:
         row["updated_at"] = _iso(_now())
 
     def _thread_rows(self, thread_id: str) -> list[dict[str, Any]]:
-        rows = [row for row in self._rows.values() if row["thread_id"] == thread_id]
+        rows = [self._rows[run_id] for run_id in self._threads.get(thread_id, ())]
         rows.sort(key=lambda row: self._order[row["run_id"]])
         return rows
 
@@ -151,7 +156,14 @@ class MemoryRunStore(RunStore):
 
     async def delete(self, run_id: str) -> bool:
         self._order.pop(run_id, None)
-        return self._rows.pop(run_id, None) is not None
+        row = self._rows.pop(run_id, None)
+        if row is None:
+            return False
+        siblings = self._threads[row["thread_id"]]
+        siblings.pop(run_id, None)
+        if not siblings:
+            del self._threads[row["thread_id"]]
+        return True
 
     async def admit(
         self, run_id: str, *, thread_id: str, strategy: MultitaskStrategy, **fields: Any

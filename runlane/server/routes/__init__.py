@@ -1,0 +1,3 @@
+"""One router module per resource family."""
+
+__all__: list[str] = []
