@@ -25,6 +25,7 @@ from runlane.exceptions import InvalidPayloadError, RunlaneError
 __all__ = [
     "BridgeClosedError",
     "EventDataError",
+    "RedisUnavailableError",
     "StaleWriterError",
     "StreamBridgeError",
     "StreamCapacityExceededError",
@@ -69,4 +70,11 @@ class EventDataError(InvalidPayloadError, TypeError):
 
     Publish only JSON values (dict, list, str, int, float, bool, None; orjson
     also encodes datetimes, UUIDs, enums and dataclasses).
+    """
+
+
+class RedisUnavailableError(StreamBridgeError):
+    """Redis did not answer after all retries; the stream position is unchanged.
+
+    Check that Redis is reachable, then resume with the last event id received.
     """

@@ -17,9 +17,9 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
@@ -28,14 +28,17 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from runlane.runtime.stream_bridge import keys
 from runlane.runtime.stream_bridge.base import StreamEvent
-from runlane.runtime.stream_bridge.exceptions import StreamBridgeError
+from runlane.runtime.stream_bridge.exceptions import RedisUnavailableError
 
 __all__ = [
+    "MAX_SEQ",
     "TRANSIENT_ERRORS",
+    "Snapshot",
+    "read_run",
+    "with_retry",
     "as_bytes",
     "as_str",
     "entry_seq",
-    "RedisUnavailableError",
     "RetryPolicy",
     "StreamHub",
     "Subscription",
@@ -54,13 +57,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 """Errors after which the same command, from the same cursor, is worth retrying."""
 
 
-class RedisUnavailableError(StreamBridgeError):
-    """Redis did not answer after all retries; the stream position is unchanged.
-
-    Check that Redis is reachable, then resume with the last event id received.
-    """
-
-
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Capped exponential backoff: ``attempts`` tries, ``base * 2**n`` apart, at most ``cap``."""
@@ -71,6 +67,28 @@ class RetryPolicy:
 
     def delay(self, failures: int) -> float:
         return float(min(self.cap, self.base * 2 ** max(0, failures - 1)))
+
+
+T = TypeVar("T")
+
+
+async def with_retry(
+    call: Callable[[], Awaitable[T]], retry: RetryPolicy, what: str, limit: float
+) -> T:
+    """``call()``, each try bounded by ``limit`` seconds, retried on transient errors.
+
+    After ``retry.attempts`` failures it raises RedisUnavailableError.
+    """
+    failures = 0
+    while True:
+        try:
+            async with asyncio.timeout(limit):
+                return await call()
+        except TRANSIENT_ERRORS as exc:
+            failures += 1
+            if failures >= retry.attempts:
+                raise RedisUnavailableError(f"{what} failed {failures} times: {exc!r}") from exc
+            await asyncio.sleep(retry.delay(failures))
 
 
 def as_bytes(value: Any) -> bytes:
@@ -88,17 +106,21 @@ def entry_seq(entry_id: Any) -> int:
     return int(as_str(entry_id).partition("-")[2])
 
 
+_EVENT, _DATA, _TERMINAL = (
+    (name, name.encode()) for name in (keys.ENTRY_EVENT, keys.ENTRY_DATA, keys.ENTRY_TERMINAL)
+)
+
+
 def decode_entry(entry_id: Any, fields: Any) -> StreamEvent:
     """Turn one stream entry into a StreamEvent (the payload is decoded once, here)."""
     get = fields.get
-    payload = as_bytes(get(b"d", get("d", b"null")))
-    terminal = get(b"t", get("t")) is not None
+    payload = as_bytes(get(_DATA[1], get(_DATA[0], b"null")))
     return StreamEvent(
         id=str(entry_seq(entry_id)),
-        event=as_str(get(b"e", get("e", b""))),
+        event=as_str(get(_EVENT[1], get(_EVENT[0], b""))),
         data=orjson.loads(payload),
         payload=payload,
-        terminal=terminal,
+        terminal=get(_TERMINAL[1], get(_TERMINAL[0])) is not None,
     )
 
 
@@ -233,10 +255,18 @@ class StreamHub:
         if key in self._reading or self._wake_sent or self._task is None:
             return
         self._wake_sent = True
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.xadd(self._wake_key, {"w": "1"}, maxlen=keys.WAKE_MAXLEN, approximate=True)
-            pipe.expire(self._wake_key, int(keys.WAKE_TTL))
-            await pipe.execute()
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.xadd(
+                    self._wake_key, {keys.WAKE_FIELD: "1"},
+                    maxlen=keys.WAKE_MAXLEN, approximate=True,
+                )
+                pipe.expire(self._wake_key, int(keys.WAKE_TTL))
+                await pipe.execute()
+        except TRANSIENT_ERRORS as exc:
+            # The block ends by itself within a heartbeat; readers re-check Redis then.
+            self._wake_sent = False
+            logger.warning("waking the stream hub failed: %r", exc)
 
     def end(self, key: str, *, removed: bool = False, closed: bool = False) -> None:
         for sub in list(self._tracked.get(key, _Tracked(0, set())).subs):
@@ -288,7 +318,13 @@ class StreamHub:
                 continue
             failures = 0
             self.reads += 1
-            self._fan_out(reply)
+            try:
+                self._fan_out(reply)
+            except Exception:  # e.g. an entry this bridge did not write; readers re-read and raise
+                logger.exception("stream hub could not hand out a read")
+                for tracked in self._tracked.values():
+                    for sub in tracked.subs:
+                        sub.poke(stale=True)
 
     def _fan_out(self, reply: Any) -> None:
         for key, entries in iter_xread(reply):
@@ -306,3 +342,41 @@ class StreamHub:
             tracked.cursor = int(fresh[-1].id)
             for sub in tracked.subs:
                 sub.offer(fresh)
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """One consistent look at a run: entries after a position and what is known of the rest."""
+
+    entries: list[StreamEvent]
+    newest: int  # the newest id the run is known to have (0: none)
+    exists: bool
+    removed: bool  # cleanup() left its tombstone
+    terminal: StreamEvent | None  # the copy kept in the meta hash
+
+
+MAX_SEQ = 2**64 - 1  # Redis ids are unsigned 64-bit; a larger cursor is refused after the read
+
+
+async def read_run(
+    client: aioredis.Redis, run_keys: keys.RunKeys, after: int, *, count: int
+) -> Snapshot:
+    """Entries strictly after ``after`` (at most ``count``), read in one MULTI."""
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.xrange(run_keys.events, f"0-{min(after + 1, MAX_SEQ)}", "+", count=count)
+        pipe.xrevrange(run_keys.events, "+", "-", count=1)
+        pipe.hmget(run_keys.meta, [keys.META_SEQ, keys.META_TERMINAL_ID,
+                                   keys.META_TERMINAL_EVENT, keys.META_TERMINAL_DATA])
+        pipe.exists(run_keys.removed)
+        entries, tail, meta, removed = await pipe.execute()
+    events = [decode_entry(i, f) for i, f in entries]
+    seq, tid, te, td = meta
+    newest = max(int(seq or 0), int(tid or 0), int(events[-1].id) if events else 0,
+                 entry_seq(tail[0][0]) if tail else 0)
+    terminal = None
+    if tid is not None:
+        payload = as_bytes(td or b"null")
+        terminal = StreamEvent(
+            str(int(tid)), as_str(te or b"end"), orjson.loads(payload), payload, terminal=True
+        )
+    return Snapshot(events, newest, bool(seq is not None or tail), bool(removed), terminal)

@@ -25,6 +25,7 @@ __all__ = [
     "META_TERMINAL_ID",
     "MIN_ACTIVE_TTL",
     "TOMBSTONE_TTL",
+    "WAKE_FIELD",
     "WAKE_MAXLEN",
     "WAKE_TTL",
     "RunKeys",
@@ -61,6 +62,7 @@ TOMBSTONE_TTL = 600.0
 
 # The wake stream carries no data, only "look again": a handful of entries is
 # plenty, and a TTL lets a crashed process's wake key disappear by itself.
+WAKE_FIELD = "w"
 WAKE_MAXLEN = 16
 WAKE_TTL = 3600.0
 

@@ -84,7 +84,8 @@ class _Stream:
         self.readers = 0
         self.last_reader_at: float | None = None
         self.removed = False
-        self.wakeup: asyncio.Future[None] | None = None
+        # Futures of the parked readers (insertion-ordered; None when nobody waits).
+        self.wakeup: dict[asyncio.Future[bool], None] | None = None
 
     def entry(self, seq: int) -> StreamEvent | None:
         index = seq - self.trimmed - 1
@@ -95,16 +96,72 @@ class _Stream:
         return None
 
     def wake(self) -> None:
-        if self.wakeup is not None:
-            self.wakeup.set_result(None)
+        parked = self.wakeup
+        if parked is not None:
             self.wakeup = None
+            for future in parked:
+                if not future.done():
+                    future.set_result(True)
 
-    async def wait(self, seconds: float) -> bool:
-        """Park until the next change; False if ``seconds`` passed first."""
-        if self.wakeup is None:
-            self.wakeup = asyncio.get_running_loop().create_future()
-        done, _ = await asyncio.wait((self.wakeup,), timeout=seconds)
-        return bool(done)
+    async def wait(self, reader: _Reader) -> bool:
+        """Park until the next change; False if the reader's heartbeat interval passed first."""
+        future = reader.park()
+        parked = self.wakeup
+        if parked is None:
+            parked = self.wakeup = {}
+        parked[future] = None
+        try:
+            return await future
+        finally:
+            reader.future = None
+            # Not woken by wake() (timed out, or the reader was cancelled): unpark.
+            if self.wakeup is parked and (future.cancelled() or not future.result()):
+                del parked[future]
+                if not parked:
+                    self.wakeup = None
+
+
+class _Reader:
+    """One reader's heartbeat timer, armed lazily rather than once per wait.
+
+    Each wait notes when it began; the timer fires at most once per interval
+    and either ends a wait that has lasted the full interval or re-arms for
+    the current wait's deadline. Creating and cancelling a timer handle for
+    every wait was the largest cost of delivering an event.
+    """
+
+    __slots__ = ("future", "interval", "loop", "since", "timer")
+
+    def __init__(self, interval: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.interval = interval
+        self.future: asyncio.Future[bool] | None = None
+        self.since = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def park(self) -> asyncio.Future[bool]:
+        loop = self.loop
+        future = self.future = loop.create_future()
+        self.since = loop.time()
+        if self.timer is None:
+            self.timer = loop.call_at(self.since + self.interval, self._expire)
+        return future
+
+    def _expire(self) -> None:
+        self.timer = None
+        future = self.future
+        if future is None or future.done():
+            return  # not waiting: the next wait arms the timer again
+        deadline = self.since + self.interval
+        if self.loop.time() >= deadline:
+            future.set_result(False)
+        else:
+            self.timer = self.loop.call_at(deadline, self._expire)
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
 
 class _Awaited:
@@ -338,6 +395,7 @@ class MemoryStreamBridge(StreamBridge):
                     del self._awaited[run_id]
 
         check_cursor(run_id, position, stream.newest)
+        reader = _Reader(heartbeat_interval)
         stream.readers += 1
         stream.last_reader_at = self.clock()
         if run_id in self._ended:
@@ -365,9 +423,10 @@ class MemoryStreamBridge(StreamBridge):
                     yield entry
                     if entry.terminal:
                         return
-                elif not await stream.wait(heartbeat_interval):
+                elif not await stream.wait(reader):
                     yield HEARTBEAT_SENTINEL
         finally:
+            reader.close()
             stream.readers -= 1
             stream.last_reader_at = self.clock()
 

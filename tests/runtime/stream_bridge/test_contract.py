@@ -526,6 +526,31 @@ async def test_gap_on_a_count_trimmed_cursor(make_bridge: BridgeFactory, backend
 
 
 @bounded(40)
+async def test_gap_on_an_ended_stream_reports_the_terminal_as_newest(
+    make_bridge: BridgeFactory, backend: str
+) -> None:
+    """latest_available_event_id is the newest id at the time of the gap (the terminal
+    entry's, once the stream has ended); the retained events and the terminal follow."""
+    limit, n = 5, 300
+    bridge = await make_bridge(max_events_per_stream=limit)
+    run = new_run()
+    await fill(bridge, run, n)
+    terminal = await bridge.publish_end(run)
+    assert terminal == str(n + 1)
+    items = await read_all(bridge, run, "1")
+    gap = items[0]
+    assert isinstance(gap, StreamGap), items[:2]
+    assert (gap.run_id, gap.requested_event_id) == (run, "1")
+    assert gap.latest_available_event_id == terminal
+    assert gap.earliest_available_event_id is not None
+    earliest = int(gap.earliest_available_event_id)
+    if backend == "memory":
+        assert earliest == n - limit + 1
+    assert ids(items[1:]) == list(range(earliest, n + 2))
+    assert items[-1].event == "end"
+
+
+@bounded(40)
 async def test_cursor_right_before_the_oldest_retained_event_has_no_gap(
     make_bridge: BridgeFactory,
 ) -> None:
@@ -926,6 +951,35 @@ async def test_fan_out_to_many_live_subscribers(bridge: Any) -> None:
         await fill(bridge, run, 30)
         await bridge.publish_end(run)
     assert all(seen == list(range(1, 32)) for seen in results)
+
+
+@bounded(60)
+async def test_a_slow_subscriber_loses_nothing_while_others_read(
+    make_bridge: BridgeFactory,
+) -> None:
+    """No loss for a subscriber that stops reading for a while (nothing was trimmed,
+    so no gap either), while a fast subscriber keeps up."""
+    bridge = await make_bridge(max_events_per_stream=100_000)
+    run = new_run()
+    total = 2_000
+    fast: list[Any] = []
+
+    async def read_fast() -> None:
+        fast.extend(await read_all(bridge, run))
+
+    async with subscription(bridge, run) as slow, anyio.create_task_group() as tg:
+        tg.start_soon(read_fast)
+        await fill(bridge, run, 1)
+        head = [await nxt(slow)]  # attached, then it stops reading
+        for i in range(2, total + 1):
+            await bridge.publish(run, "values", data_for(i))
+            if i % 50 == 0:
+                await anyio.lowlevel.checkpoint()  # let the fast reader (and any hub) run
+        await bridge.publish_end(run)
+        rest = await drain(slow)
+    assert ids(head + rest) == list(range(1, total + 2))
+    assert ids(fast) == list(range(1, total + 2))
+    assert not gaps(head + rest)
 
 
 # --- data -------------------------------------------------------------------
@@ -1633,3 +1687,81 @@ async def test_redis_second_writer_cannot_duplicate_ids(
     async with subscription(bridge, run) as sub:
         items = await take(sub, 4)
     assert ids(items) == [1, 2, 3, 4]
+
+
+WRITE_COMMANDS = {"XADD", "EVALSHA", "EVAL", "EVALSHA_RO", "FCALL"}
+
+
+def _flaky_client(redis_url: str, *, fail_write: int) -> Any:
+    """A client whose ``fail_write``-th write reaches Redis and then "times out"."""
+    import redis.asyncio as aioredis
+    from redis.asyncio.client import Pipeline
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    def is_write(args: tuple[Any, ...]) -> bool:
+        name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+        return name.split(" ")[0].upper() in WRITE_COMMANDS
+
+    class FlakyPipeline(Pipeline):
+        owner: Any = None
+
+        async def execute(self, raise_on_error: bool = True) -> list[Any]:
+            writes = any(is_write(args) for args, _ in self.command_stack)
+            result = await super().execute(raise_on_error)
+            if writes and self.owner.trip():
+                raise RedisTimeoutError("simulated: the write was applied, the reply was lost")
+            return result
+
+    class FlakyRedis(aioredis.Redis):
+        writes = 0
+        tripped = 0
+
+        def trip(self) -> bool:
+            self.writes += 1
+            if self.writes == fail_write:
+                self.tripped += 1
+                return True
+            return False
+
+        def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
+            pipe = FlakyPipeline(
+                self.connection_pool, self.response_callbacks, transaction, shard_hint
+            )
+            pipe.owner = self
+            return pipe
+
+        async def execute_command(self, *args: Any, **options: Any) -> Any:
+            result = await super().execute_command(*args, **options)
+            if is_write(args) and self.trip():
+                raise RedisTimeoutError("simulated: the write was applied, the reply was lost")
+            return result
+
+    return FlakyRedis.from_url(redis_url)
+
+
+@redis_only
+@pytest.mark.parametrize("fail_write", [1, 3])
+@bounded()
+async def test_redis_retried_write_after_a_timeout_leaves_no_duplicate(
+    make_bridge: BridgeFactory, backend_config: dict[str, Any], fail_write: int
+) -> None:
+    """Redis: entries carry explicit ids derived from the sequence, so a retried
+    write (after a timeout that hid a successful write) cannot duplicate."""
+    client = _flaky_client(backend_config["redis_url"], fail_write=fail_write)
+    bridge = None
+    try:
+        bridge = await make_bridge(client=client)
+        run = new_run()
+        returned = [await bridge.publish(run, "values", data_for(i)) for i in range(1, 5)]
+        assert client.tripped == 1, "the simulated timeout never happened"
+        assert returned == ["1", "2", "3", "4"]
+        await bridge.publish_end(run)
+        items = await read_all(bridge, run)
+        assert [(item.id, item.data) for item in items[:-1]] == [
+            (str(i), data_for(i)) for i in range(1, 5)
+        ]
+        assert ids(items) == [1, 2, 3, 4, 5]
+    finally:
+        if bridge is not None:  # the bridge does not own a client it was given
+            await bridge.close()
+        await client.aclose()
