@@ -9,10 +9,16 @@ Hierarchy::
     +-- InvalidInputError (also ValueError)        bad arguments; nothing was written
     |   +-- InvalidThreadIdError
     |   +-- InvalidStatusError
+    |   +-- InvalidThreadStatusError
     |   +-- InvalidPayloadError
     |   +-- UnsupportedStrategyError
     +-- ConflictError                              the thread is busy (HTTP 409)
     +-- RunNotFoundError                           no such run (HTTP 404)
+    +-- ThreadExistsError                          the thread id is taken (HTTP 409)
+    +-- ThreadNotFoundError                        no such thread (HTTP 404)
+    +-- AssistantExistsError                       the assistant id is taken (HTTP 409)
+    +-- BadRequestError                            a well-formed but unusable request (HTTP 400)
+    +-- PayloadTooLargeError                       the request body is over the limit (HTTP 413)
     +-- StoreUnavailableError                      persistence failed after retries
     +-- stream_bridge.exceptions.StreamBridgeError
         +-- BridgeClosedError
@@ -24,14 +30,20 @@ Hierarchy::
 from __future__ import annotations
 
 __all__ = [
+    "BadRequestError",
+    "AssistantExistsError",
     "ConflictError",
     "InvalidInputError",
     "InvalidPayloadError",
     "InvalidStatusError",
     "InvalidThreadIdError",
+    "InvalidThreadStatusError",
+    "PayloadTooLargeError",
     "RunNotFoundError",
     "RunlaneError",
     "StoreUnavailableError",
+    "ThreadExistsError",
+    "ThreadNotFoundError",
     "UnsupportedStrategyError",
 ]
 
@@ -59,6 +71,10 @@ class InvalidStatusError(InvalidInputError):
     """The run status is unknown: use pending, running, success, error, timeout or interrupted."""
 
 
+class InvalidThreadStatusError(InvalidInputError):
+    """The thread status is unknown: use idle, busy, interrupted or error."""
+
+
 class InvalidPayloadError(InvalidInputError):
     """A metadata or kwargs value cannot be stored as JSON: pass only JSON-serialisable values."""
 
@@ -79,8 +95,42 @@ class RunNotFoundError(RunlaneError):
     """No run has this id (or it belongs to another user). Check the id."""
 
 
+class ThreadExistsError(RunlaneError):
+    """A thread with this id already exists.
+
+    Use another id, or create the thread with ``if_exists="do_nothing"`` to get
+    the existing one.
+    """
+
+
+class ThreadNotFoundError(RunlaneError, LookupError):
+    """No thread has this id (or it belongs to another user). Check the id."""
+
+
+class AssistantExistsError(RunlaneError):
+    """An assistant with this id already exists.
+
+    Use another id, update the existing assistant, or create it with
+    ``if_exists="do_nothing"`` to get the existing one.
+    """
+
+
 class StoreUnavailableError(RunlaneError):
     """The run store could not be written after all retries; the run was not admitted.
 
     Check that the database is reachable and retry the request.
+    """
+
+
+class BadRequestError(RunlaneError):
+    """The request cannot be served as asked (for example a malformed stream cursor).
+
+    Nothing was written. Correct the request as the message says and retry.
+    """
+
+
+class PayloadTooLargeError(RunlaneError):
+    """The request body is larger than the server accepts (``RUNLANE_MAX_BODY_BYTES``).
+
+    Send a smaller body, or raise the limit on the server.
     """

@@ -1,4 +1,6 @@
-"""The database schema as SQLAlchemy Core tables: ``runs`` and ``threads``.
+"""The database schema as SQLAlchemy Core tables.
+
+``runs``, ``threads``, ``assistants`` and ``assistant_versions``.
 
 This module is the single description of table, column and index names. The
 Alembic migrations create the same schema explicitly (they never import this
@@ -13,6 +15,11 @@ between equal ``created_at`` values and to start queued runs in order.
 The partial unique index ``uq_runs_thread_lane`` is the lane: at most one row
 per thread that is ``pending`` or ``running`` and not ``queued``. It holds
 across processes and is what makes admission atomic under concurrency.
+
+``assistants`` holds each assistant as its current version reads;
+``assistant_versions`` keeps every version ever written (the current one
+included), so an older one can be made current again. Deleting an assistant
+deletes its versions.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     MetaData,
@@ -44,9 +52,12 @@ from sqlalchemy.types import TypeEngine
 
 __all__ = [
     "ACTIVE_STATUS_VALUES",
+    "ASSISTANT_VERSION_COLUMNS",
     "LANE_INDEX",
     "NAMING_CONVENTION",
     "THREAD_STATUS_VALUES",
+    "assistant_versions",
+    "assistants",
     "metadata",
     "runs",
     "threads",
@@ -144,3 +155,42 @@ threads = Table(
 )
 
 Index("ix_threads_user_id", threads.c.user_id)
+
+ASSISTANT_VERSION_COLUMNS = ("graph_id", "config", "context", "metadata", "name", "description")
+"""The columns a version of an assistant fixes (``assistants`` and ``assistant_versions``)."""
+
+assistants = Table(
+    "assistants",
+    metadata,
+    Column("assistant_id", String(128), primary_key=True),
+    Column("graph_id", String(255), nullable=False),
+    Column("config", _json(), nullable=False),
+    Column("context", _json(), nullable=False),
+    Column("metadata", _json(), nullable=False),
+    Column("name", Text),
+    Column("description", Text),
+    Column("version", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+Index("ix_assistants_graph_id", assistants.c.graph_id)
+
+assistant_versions = Table(
+    "assistant_versions",
+    metadata,
+    Column(
+        "assistant_id",
+        String(128),
+        ForeignKey("assistants.assistant_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("version", Integer, primary_key=True),
+    Column("graph_id", String(255), nullable=False),
+    Column("config", _json(), nullable=False),
+    Column("context", _json(), nullable=False),
+    Column("metadata", _json(), nullable=False),
+    Column("name", Text),
+    Column("description", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

@@ -29,6 +29,8 @@ from runlane.runtime.runs.retry import is_unique_violation
 
 pytestmark = pytest.mark.anyio
 
+HEAD = "0002"
+
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
@@ -67,7 +69,7 @@ async def test_upgrade_creates_tables_and_indexes(engine: AsyncEngine) -> None:
     await migrate.upgrade_async(engine)
 
     tables = set(await _inspect(engine, lambda i: i.get_table_names()))
-    assert {"runs", "threads", "alembic_version"} <= tables
+    assert {"runs", "threads", "assistants", "assistant_versions", "alembic_version"} <= tables
     columns = {c["name"] for c in await _inspect(engine, lambda i: i.get_columns("runs"))}
     assert columns == {c.name for c in runs.columns}
     indexes = {ix["name"]: ix for ix in await _inspect(engine, lambda i: i.get_indexes("runs"))}
@@ -84,7 +86,7 @@ async def test_upgrade_creates_tables_and_indexes(engine: AsyncEngine) -> None:
     assert "pending" in where
     assert "running" in where
     assert "queued" in where
-    assert await _version(engine) == "0001"
+    assert await _version(engine) == HEAD
 
 
 async def test_lane_index_allows_one_holder_per_thread(engine: AsyncEngine) -> None:
@@ -122,7 +124,7 @@ async def test_upgrade_is_idempotent(engine: AsyncEngine) -> None:
     await migrate.upgrade_async(engine)
     await migrate.upgrade_async(engine)
 
-    assert await _version(engine) == "0001"
+    assert await _version(engine) == HEAD
     assert len(await _inspect(engine, lambda i: i.get_indexes("runs"))) >= 5
 
 
@@ -132,9 +134,20 @@ async def test_downgrade_removes_everything(engine: AsyncEngine) -> None:
     await migrate.downgrade_async(engine, "base")
 
     tables = set(await _inspect(engine, lambda i: i.get_table_names()))
-    assert not {"runs", "threads"} & tables
+    assert not {"runs", "threads", "assistants", "assistant_versions"} & tables
     assert await _version(engine) is None
     await migrate.upgrade_async(engine)  # and back up again
+    assert await _version(engine) == HEAD
+
+
+async def test_downgrade_to_0001_drops_only_the_assistant_tables(engine: AsyncEngine) -> None:
+    await migrate.upgrade_async(engine)
+
+    await migrate.downgrade_async(engine, "0001")
+
+    tables = set(await _inspect(engine, lambda i: i.get_table_names()))
+    assert {"runs", "threads"} <= tables
+    assert not {"assistants", "assistant_versions"} & tables
     assert await _version(engine) == "0001"
 
 

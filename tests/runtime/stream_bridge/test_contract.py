@@ -128,10 +128,16 @@ async def nxt(sub: Any) -> Any:
             return item
 
 
-async def drain(sub: Any) -> list[Any]:
-    """Every non-heartbeat item until the subscription stops by itself."""
+async def drain(sub: Any, *, strict: bool = True) -> list[Any]:
+    """Every non-heartbeat item until the subscription stops by itself.
+
+    ``strict``: also check that nothing (no sentinel either) follows a terminal
+    entry; off for streams with data events named like terminal entries.
+    """
     items: list[Any] = []
     async for item in sub:
+        if strict and items and is_terminal(items[-1]):
+            raise AssertionError(f"{item!r} was sent after the terminal entry {items[-1]!r}")
         if item is not HEARTBEAT_SENTINEL:
             items.append(item)
     return items
@@ -164,10 +170,12 @@ async def read_first(bridge: StreamBridge, run_id: str, count: int) -> list[Any]
         return await take(sub, count)
 
 
-async def read_all(bridge: StreamBridge, run_id: str, cursor: str | None = None) -> list[Any]:
+async def read_all(
+    bridge: StreamBridge, run_id: str, cursor: str | None = None, *, strict: bool = True
+) -> list[Any]:
     """A whole (terminal) stream through a fresh subscription."""
     async with subscription(bridge, run_id, cursor) as sub:
-        return await drain(sub)
+        return await drain(sub, strict=strict)
 
 
 def ids(items: list[Any]) -> list[int]:
@@ -825,7 +833,7 @@ async def test_an_error_data_event_is_not_terminal(bridge: Any) -> None:
     assert await bridge.get_status(run) == StreamStatus.ACTIVE
     assert await bridge.publish(run, "values", data_for(2)) == "2"
     await bridge.publish_terminal(run, StreamStatus.ERRORED)
-    items = await read_all(bridge, run)
+    items = await read_all(bridge, run, strict=False)
     assert [(item.id, item.event) for item in items] == [
         ("1", "error"),
         ("2", "values"),
@@ -1099,6 +1107,39 @@ async def test_close_gives_waiting_subscribers_cancelled_sentinel(bridge: Any, s
         expected = [1] if stream == "existing" else []
         assert ids(consumer.items) == expected
         assert consumer.items[-1] is CANCELLED_SENTINEL
+
+
+@bounded()
+async def test_close_reaches_a_subscriber_suspended_between_reads(bridge: Any) -> None:
+    """close() gives every subscriber CANCELLED_SENTINEL, also one not inside a read."""
+    run = new_run()
+    await fill(bridge, run, 1)
+    async with subscription(bridge, run, "1") as sub:
+        assert await sub.__anext__() is HEARTBEAT_SENTINEL
+        await bridge.close()
+        assert await nxt(sub) is CANCELLED_SENTINEL
+        with pytest.raises(StopAsyncIteration):
+            await sub.__anext__()
+
+
+@pytest.mark.parametrize("action", ["close", "cleanup"])
+@bounded()
+async def test_no_sentinel_after_the_terminal_entry(bridge: Any, action: str) -> None:
+    """Sentinels are never sent after a terminal entry (not even on close or cleanup)."""
+    run = new_run()
+    await fill(bridge, run, 1)
+    await bridge.publish_end(run)
+    async with subscription(bridge, run) as sub:
+        assert [(item.id, item.event) for item in await take(sub, 2)] == [
+            ("1", "values"),
+            ("2", "end"),
+        ]
+        if action == "close":
+            await bridge.close()
+        else:
+            await bridge.cleanup(run)
+        with pytest.raises(StopAsyncIteration):
+            await sub.__anext__()
 
 
 CLOSED_CALLS: dict[str, Callable[[Any, str], Awaitable[Any]]] = {
@@ -1765,3 +1806,56 @@ async def test_redis_retried_write_after_a_timeout_leaves_no_duplicate(
         if bridge is not None:  # the bridge does not own a client it was given
             await bridge.close()
         await client.aclose()
+
+
+def _spy_client(redis_url: str) -> Any:
+    """A client that records every command sent through ``execute_command``."""
+    import redis.asyncio as aioredis
+
+    class SpyRedis(aioredis.Redis):
+        commands: list[tuple[Any, ...]]
+
+        async def execute_command(self, *args: Any, **options: Any) -> Any:
+            self.commands.append(args)
+            return await super().execute_command(*args, **options)
+
+    client = SpyRedis.from_url(redis_url)
+    client.commands = []
+    return client
+
+
+@redis_only
+@bounded()
+async def test_redis_never_reads_from_dollar(
+    make_bridge: BridgeFactory, backend_config: dict[str, Any]
+) -> None:
+    """Redis cursor discipline: never pass ``$`` to XREAD; always an explicit cursor."""
+    client = _spy_client(backend_config["redis_url"])
+    bridge = None
+    try:
+        bridge = await make_bridge(client=client)
+        run = new_run()
+        async with subscription(bridge, run) as early, subscription(bridge, run, "0") as zero:
+            assert await early.__anext__() is HEARTBEAT_SENTINEL
+            assert await zero.__anext__() is HEARTBEAT_SENTINEL
+            await fill(bridge, run, 3)
+            assert ids(await take(early, 3)) == [1, 2, 3]
+            assert await early.__anext__() is HEARTBEAT_SENTINEL  # an empty read
+            await fill(bridge, run, 1, first=4)
+            assert ids(await take(early, 1)) == [4]
+            assert ids(await take(zero, 4)) == [1, 2, 3, 4]
+        await bridge.publish_end(run)
+        assert ids(await read_all(bridge, run, "2")) == [3, 4, 5]
+    finally:
+        if bridge is not None:
+            await bridge.close()
+        await client.aclose()
+
+    def name(args: tuple[Any, ...]) -> str:
+        first = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+        return first.split(" ")[0].upper()
+
+    reads = [args for args in client.commands if name(args) in {"XREAD", "XREADGROUP"}]
+    assert reads, "no XREAD went through the client; this test saw nothing"
+    for args in reads:
+        assert all(arg not in ("$", b"$") for arg in args[1:]), args
