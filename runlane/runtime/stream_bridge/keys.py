@@ -19,6 +19,7 @@ __all__ = [
     "ENTRY_DATA",
     "ENTRY_EVENT",
     "ENTRY_TERMINAL",
+    "META_BASE_PREFIX",
     "META_SEQ",
     "META_TERMINAL_DATA",
     "META_TERMINAL_EVENT",
@@ -49,6 +50,10 @@ META_SEQ = "seq"
 META_TERMINAL_ID = "tid"
 META_TERMINAL_EVENT = "te"
 META_TERMINAL_DATA = "td"
+# A process's first write to a run lets Redis choose its base id; the base is
+# remembered under this prefix plus the writer's token, so a retry of that
+# write (reply lost after it landed) reuses the base instead of appending again.
+META_BASE_PREFIX = "b:"
 
 # The rolling TTL of an active run is refreshed by every write. It must outlive
 # the longest legitimate silence (a human-in-the-loop wait, and the sweep that

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import string
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +43,8 @@ logger = logging.getLogger(__name__)
 
 # KEYS: events, meta, tombstone. ARGV: base (id before the first entry; -1: after
 # the newest stored id), maxlen, minid (0: none), active ttl ms, terminal ttl ms,
-# then flag ('d' data, 't' terminal), event, payload per entry.
+# the writer's token (names the remembered base of a -1 write), then flag ('d' data,
+# 't' terminal), event, payload per entry.
 # Reply {code, last id written or confirmed, n}: ok (n: terminal id or 0),
 # stale (n: newest stored id), ended (n: the existing terminal id).
 APPEND_SCRIPT = string.Template("""
@@ -50,6 +52,10 @@ local events, meta = KEYS[1], KEYS[2]
 local top = tonumber(redis.call('HGET', meta, ${seq}) or '0')
 local tid = tonumber(redis.call('HGET', meta, ${tid}) or '0')
 local seq = tonumber(ARGV[1])
+local base_field = ${bp} .. ARGV[6]
+if seq < 0 then
+  seq = tonumber(redis.call('HGET', meta, base_field) or '-1')
+end
 if seq < 0 then
   if redis.call('EXISTS', events) == 1 then
     local info = redis.call('XINFO', 'STREAM', events)
@@ -61,6 +67,7 @@ if seq < 0 then
     end
   end
   seq = top
+  redis.call('HSET', meta, base_field, seq)
 end
 local function stored(id, flag, ev, payload)
   local got = redis.call('XRANGE', events, id, id)
@@ -76,7 +83,7 @@ local function stored(id, flag, ev, payload)
   return fe == ev and fd == payload and ft == (flag == 't')
 end
 local code, n, wrote = 'ok', 0, false
-for i = 6, #ARGV, 3 do
+for i = 7, #ARGV, 3 do
   local flag, ev, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local id = '0-' .. (seq + 1)
   if seq + 1 <= top then
@@ -120,7 +127,7 @@ return {code, seq, n}
 """).substitute(
     seq=repr(keys.META_SEQ), tid=repr(keys.META_TERMINAL_ID), te=repr(keys.META_TERMINAL_EVENT),
     td=repr(keys.META_TERMINAL_DATA), e=repr(keys.ENTRY_EVENT), d=repr(keys.ENTRY_DATA),
-    t=repr(keys.ENTRY_TERMINAL),
+    t=repr(keys.ENTRY_TERMINAL), bp=repr(keys.META_BASE_PREFIX),
 )
 
 
@@ -151,13 +158,14 @@ class RunWriter:
     __slots__ = (
         "awaiting_since", "backlog", "batch", "created_at", "ended_at", "error", "keys",
         "last_publish_at", "last_reader_at", "minid", "nbytes", "run_id", "seq", "sizes",
-        "terminal_id",
+        "terminal_id", "token",
     )
 
     def __init__(self, run_id: str, run_keys: keys.RunKeys, now: float) -> None:
         self.run_id = run_id
         self.keys = run_keys
         self.seq: int | None = None  # newest id assigned here; None until the first write
+        self.token = uuid.uuid4().hex
         self.terminal_id: str | None = None
         self.error: StreamBridgeError | None = None
         # Calls made while the first write is in flight, with the futures they wait on.
@@ -368,6 +376,7 @@ class BatchWriter:
                         writer.minid,
                         self._active_ttl_ms,
                         self._terminal_ttl_ms,
+                        writer.token,
                     ]
                     for item in items:
                         args += (item.flag, item.event, item.payload)
