@@ -388,6 +388,14 @@ class StreamBridge(abc.ABC):
         """The stream's status, or None when it has no stream."""
 
     @abc.abstractmethod
+    async def latest_event_id(self, run_id: str) -> str | None:
+        """The newest id of the run's stream (the terminal's when ended); None without a stream.
+
+        Passing it as ``last_event_id`` subscribes "live from now": every later
+        event and nothing before it.
+        """
+
+    @abc.abstractmethod
     async def cleanup(self, run_id: str, *, delay: float = 0) -> None:
         """Remove the run's stream (after ``delay`` seconds); attached readers get END_SENTINEL."""
 

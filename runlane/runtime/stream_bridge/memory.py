@@ -357,6 +357,11 @@ class MemoryStreamBridge(StreamBridge):
         stream = self._streams.get(run_id)
         return None if stream is None else stream.status
 
+    async def latest_event_id(self, run_id: str) -> str | None:
+        self._check_open()
+        stream = self._streams.get(run_id)
+        return None if stream is None else str(stream.newest)
+
     async def subscribe(
         self,
         run_id: str,

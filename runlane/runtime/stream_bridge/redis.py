@@ -352,6 +352,15 @@ class RedisStreamBridge(StreamBridge):
             return StreamStatus.ACTIVE
         return _STATUS_BY_NAME.get(as_str(name), StreamStatus.ERRORED)
 
+    async def latest_event_id(self, run_id: str) -> str | None:
+        self._check_open()
+        writer = self._writers.get(run_id)
+        if writer is not None:
+            await self._out.drain(writer)
+        rk = keys.run_keys(self._prefix, run_id)
+        seq = await self._redis(f"reading {rk.meta!r}", lambda: self._client.hget(rk.meta, keys.META_SEQ))
+        return None if seq is None else as_str(seq)
+
     async def _snapshot(self, rk: keys.RunKeys, after: int) -> Snapshot:
         return await self._redis(  # type: ignore[no-any-return]
             f"reading {rk.events!r}", lambda: read_run(self._client, rk, after, count=READ_COUNT)

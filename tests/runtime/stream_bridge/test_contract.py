@@ -1859,3 +1859,27 @@ async def test_redis_never_reads_from_dollar(
     assert reads, "no XREAD went through the client; this test saw nothing"
     for args in reads:
         assert all(arg not in ("$", b"$") for arg in args[1:]), args
+
+
+# --- latest_event_id: "live from now" ---------------------------------------
+
+
+@pytest.mark.anyio
+@bounded()
+async def test_latest_event_id_tracks_the_newest_entry_and_subscribes_live_from_now(
+    bridge: StreamBridge,
+) -> None:
+    run_id = new_run()
+    assert await bridge.latest_event_id(run_id) is None
+    assert not await bridge.stream_exists(run_id)
+    for i in range(1, 4):
+        await bridge.publish(run_id, "values", data_for(i))
+    now = await bridge.latest_event_id(run_id)
+    assert now == "3"
+    async with subscription(bridge, run_id, now) as sub:
+        await bridge.publish(run_id, "values", data_for(4))
+        item = await nxt(sub)
+        assert (item.id, item.data) == ("4", data_for(4))
+        terminal_id = await bridge.publish_end(run_id)
+        assert (await nxt(sub)).id == terminal_id
+    assert await bridge.latest_event_id(run_id) == terminal_id == "5"

@@ -1,0 +1,237 @@
+"""The application factory and the lifespan that opens and closes every service.
+
+Start-up, in this order (each step's resource is closed on the way out, in
+reverse, also when a later step fails):
+
+1. the database engine; SQLite is migrated to the newest schema, Postgres
+   must already be current (``runlane migrate``) or the start is refused;
+2. the run, thread and assistant stores (SQL);
+3. the stream bridge (memory, or Redis when ``redis_url`` is set) with the
+   limits from the settings, started;
+4. the checkpointer (``open_checkpointer``);
+5. the graph registry from ``langgraph.json``, and one default assistant per
+   graph upserted;
+6. the run manager and the run executor;
+7. orphan recovery: every run left active by a process that is gone ends as
+   ``error``, its stream gets its terminal entry and its thread's status is
+   recomputed (with SQLite, every active run is an orphan: one process only);
+8. the lease keeper.
+
+Only then does the server answer requests (``/ok`` is the readiness probe).
+On shutdown the run manager is closed first (before the executor and the
+checkpointer), so runs still going are interrupted while they can still
+write their final state and stream entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+import runlane
+from runlane.config import ConfigurationError, Settings
+from runlane.server.errors import install_error_handlers
+from runlane.server.limits import BodySizeLimitMiddleware
+from runlane.server.logs import configure_logging
+from runlane.server.metrics import RUNS_FINISHED, HttpMetricsMiddleware
+from runlane.server.services import Services
+
+__all__ = ["check_schema", "create_app", "create_app_from_env", "open_services"]
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A FastAPI app serving the LangGraph Platform API with ``settings`` (default: from env)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_services(settings) as services:
+            app.state.services = services
+            try:
+                yield
+            finally:
+                del app.state.services
+
+    app = FastAPI(
+        title="runlane",
+        version=runlane.__version__,
+        description="LangGraph Platform API served by runlane.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    from runlane.server.routes import assistants, runs, stateless, system, threads
+
+    for module in (system, assistants, threads, runs, stateless):
+        app.include_router(module.router)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(HttpMetricsMiddleware)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for uvicorn's import string (workers, reload): settings and logging from env."""
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
+
+
+async def check_schema(engine: AsyncEngine) -> None:
+    """Raise ConfigurationError unless the database is at the newest migration."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from runlane.db.migrate import alembic_config
+
+    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
+    async with engine.connect() as conn:
+        current = set(
+            await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_heads())
+        )
+    if current != heads:
+        found = ", ".join(sorted(current)) or "no runlane schema"
+        raise ConfigurationError(
+            f"The database schema is not current ({found}; runlane needs "
+            f"{', '.join(sorted(heads))}). Run `runlane migrate` against this database first."
+        )
+
+
+def _bridge(settings: Settings) -> Any:
+    limits: dict[str, Any] = {
+        "max_events_per_stream": settings.stream_max_events,
+        "max_bytes_per_stream": settings.stream_max_bytes,
+        "terminal_retention_ttl": settings.stream_retention,
+        "orphan_timeout": settings.stream_retention,
+        "active_no_publish_timeout": settings.stream_idle_timeout,
+    }
+    if settings.redis_url:
+        from runlane.runtime.stream_bridge.redis import RedisStreamBridge
+
+        return RedisStreamBridge(
+            settings.redis_url, key_prefix=settings.redis_key_prefix, **limits
+        )
+    from runlane.runtime.stream_bridge.memory import MemoryStreamBridge
+
+    return MemoryStreamBridge(**limits)
+
+
+def _sqlite_dirs(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    database = make_url(settings.database_url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Open every service in the module docstring's order; close them in reverse."""
+    from runlane.db.engine import create_engine
+    from runlane.db.migrate import upgrade_async
+    from runlane.executor.checkpointer import open_checkpointer
+    from runlane.executor.executor import RunExecutor
+    from runlane.graphs import GraphRegistry, default_assistant, load_config
+    from runlane.runtime.assistants.sql import SqlAssistantStore
+    from runlane.runtime.runs.manager import RunManager
+    from runlane.runtime.runs.store.sql import SqlRunStore
+    from runlane.runtime.threads.sql import SqlThreadStore
+
+    async with AsyncExitStack() as stack:
+        if settings.is_sqlite:
+            _sqlite_dirs(settings)
+        else:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(settings.database_url)
+        stack.push_async_callback(engine.dispose)
+        if settings.is_sqlite:
+            await upgrade_async(engine)
+        else:
+            await check_schema(engine)
+
+        runs = SqlRunStore(engine)
+        stack.push_async_callback(runs.close)
+        threads = SqlThreadStore(engine)
+        stack.push_async_callback(threads.close)
+        assistants = SqlAssistantStore(engine)
+        stack.push_async_callback(assistants.close)
+
+        bridge = _bridge(settings)
+        stack.push_async_callback(bridge.close)
+        await bridge.start()
+
+        checkpointer = await stack.enter_async_context(
+            open_checkpointer(settings.database_url, settings.data_dir)
+        )
+
+        registry = GraphRegistry.from_config(load_config(settings.graphs_config))
+        for graph_id in registry.graph_ids:
+            description = registry.entry(graph_id).description
+            await assistants.put(default_assistant(graph_id, description=description))
+
+        manager = RunManager(
+            runs, lease_ttl=settings.lease_ttl, eviction_delay=settings.run_eviction_delay
+        )
+        executor = RunExecutor(
+            manager=manager,
+            bridge=bridge,
+            registry=registry,
+            checkpointer=checkpointer,
+            threads=threads,
+        )
+        # Closed after the manager: runs the manager interrupts still finish
+        # through the executor (status, thread, terminal stream entry).
+        stack.push_async_callback(executor.close)
+        stack.push_async_callback(manager.close)
+
+        services = Services(
+            settings=settings,
+            engine=engine,
+            runs=runs,
+            threads=threads,
+            assistants=assistants,
+            bridge=bridge,
+            checkpointer=checkpointer,
+            registry=registry,
+            manager=manager,
+            executor=executor,
+        )
+        await _recover_orphans(services)
+        await manager.start_lease_keeper()
+        logger.info(
+            "runlane %s ready: graphs %s, database %s, streams %s",
+            runlane.__version__,
+            ", ".join(registry.graph_ids),
+            "sqlite" if settings.is_sqlite else "postgres",
+            "redis" if settings.redis_url else "memory",
+        )
+        yield services
+
+
+async def _recover_orphans(services: Services) -> None:
+    from runlane.runtime.stream_bridge import StreamStatus
+
+    recovered = await services.manager.reconcile_orphaned_inflight_runs(
+        sole_process=services.settings.is_sqlite
+    )
+    for record in recovered:
+        RUNS_FINISHED.inc(status="error")
+        data = {"run_id": record.run_id, "status": "error", "error": record.error}
+        try:
+            await services.bridge.publish_terminal(record.run_id, StreamStatus.ERRORED, data)
+        except Exception:
+            logger.exception("run %s: could not end its stream", record.run_id)
+    for thread_id in dict.fromkeys(r.thread_id for r in recovered):
+        try:
+            await services.executor.refresh_thread_status(thread_id)
+        except Exception:
+            logger.exception("thread %s: could not refresh its status", thread_id)
+    if recovered:
+        logger.warning("recovered %d runs left active by a stopped process", len(recovered))
