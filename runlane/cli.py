@@ -153,8 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
     dev = commands.add_parser("dev", help="run one server process that reloads on graph changes")
     _add_server_flags(dev)
-    dev.add_argument("--reload", action=argparse.BooleanOptionalAction, default=True,
-                     help="restart when files in the graphs' folder change (default: on)")
+    dev.add_argument(
+        "--reload",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="restart when files in the graphs' folder change (default: on)",
+    )
     dev.set_defaults(handler=lambda args: _serve(args, reload=args.reload))
     migrate = commands.add_parser("migrate", help="create or upgrade the database schema")
     migrate.add_argument("--database-url", help="SQLAlchemy URL (default: RUNLANE_DATABASE_URL)")

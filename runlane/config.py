@@ -9,29 +9,30 @@ The defaults are the embedded setup and need no configuration at all: a
 SQLite file and a checkpoint file under ``.runlane/``, in-memory streams, one
 process.
 
-=========================  ==================================  ===============================
-setting                    environment                         default
-=========================  ==================================  ===============================
-``config``                 ``RUNLANE_CONFIG``                  ``./langgraph.json`` if present,
-                                                               else the bundled example graphs
-``host`` / ``port``        ``RUNLANE_HOST`` / ``RUNLANE_PORT``  ``127.0.0.1`` / ``2024``
-``workers``                ``RUNLANE_WORKERS``                 ``1``
-``data_dir``               ``RUNLANE_DATA_DIR``                ``.runlane``
-``database_url``           ``RUNLANE_DATABASE_URL``            ``sqlite+aiosqlite:///<data_dir>/runlane.db``
-``redis_url``              ``RUNLANE_REDIS_URL``               unset: in-memory stream bridge
-``redis_key_prefix``       ``RUNLANE_REDIS_KEY_PREFIX``        ``runlane``
-``stream_max_events``      ``RUNLANE_STREAM_MAX_EVENTS``       ``10000`` events replayable per run
-``stream_max_bytes``       ``RUNLANE_STREAM_MAX_BYTES``        ``67108864`` (64 MiB) per run
-``stream_retention``       ``RUNLANE_STREAM_RETENTION``        ``300`` s a finished run stays replayable
-``stream_idle_timeout``    ``RUNLANE_STREAM_IDLE_TIMEOUT``     ``600`` s without events ends a stream
-``heartbeat_interval``     ``RUNLANE_HEARTBEAT_INTERVAL``      ``15`` s between SSE heartbeats
-``send_timeout``           ``RUNLANE_SEND_TIMEOUT``            ``30`` s before a frozen client is dropped
-``max_body_bytes``         ``RUNLANE_MAX_BODY_BYTES``          ``10485760`` (10 MiB), else HTTP 413
-``lease_ttl``              ``RUNLANE_LEASE_TTL``               ``30`` s
-``run_eviction_delay``     ``RUNLANE_RUN_EVICTION_DELAY``      ``60`` s a finished run stays in memory
-``log_level``              ``RUNLANE_LOG_LEVEL``               ``info``
-``log_format``             ``RUNLANE_LOG_FORMAT``              ``json`` (or ``text``)
-=========================  ==================================  ===============================
+=======================  ==============================  ================================
+setting                  environment                     default
+=======================  ==============================  ================================
+``config``               ``RUNLANE_CONFIG``              ``./langgraph.json`` if present,
+                                                         else the bundled example graphs
+``host``                 ``RUNLANE_HOST``                ``127.0.0.1``
+``port``                 ``RUNLANE_PORT``                ``2024``
+``workers``              ``RUNLANE_WORKERS``             ``1``
+``data_dir``             ``RUNLANE_DATA_DIR``            ``.runlane``
+``database_url``         ``RUNLANE_DATABASE_URL``        SQLite file ``<data_dir>/runlane.db``
+``redis_url``            ``RUNLANE_REDIS_URL``           unset: in-memory stream bridge
+``redis_key_prefix``     ``RUNLANE_REDIS_KEY_PREFIX``    ``runlane``
+``stream_max_events``    ``RUNLANE_STREAM_MAX_EVENTS``   ``10000`` replayable events per run
+``stream_max_bytes``     ``RUNLANE_STREAM_MAX_BYTES``    64 MiB of events per run
+``stream_retention``     ``RUNLANE_STREAM_RETENTION``    ``300`` s a finished run is replayable
+``stream_idle_timeout``  ``RUNLANE_STREAM_IDLE_TIMEOUT`` ``600`` s without events ends a stream
+``heartbeat_interval``   ``RUNLANE_HEARTBEAT_INTERVAL``  ``15`` s between SSE heartbeats
+``send_timeout``         ``RUNLANE_SEND_TIMEOUT``        ``30`` s before a frozen client is cut
+``max_body_bytes``       ``RUNLANE_MAX_BODY_BYTES``      10 MiB; larger bodies get HTTP 413
+``lease_ttl``            ``RUNLANE_LEASE_TTL``           ``30`` s
+``run_eviction_delay``   ``RUNLANE_RUN_EVICTION_DELAY``  ``60`` s a finished run stays in memory
+``log_level``            ``RUNLANE_LOG_LEVEL``           ``info``
+``log_format``           ``RUNLANE_LOG_FORMAT``          ``json`` (or ``text``)
+=======================  ==============================  ================================
 """
 
 from __future__ import annotations
@@ -131,7 +132,9 @@ class Settings(BaseSettings):
             return
         missing = []
         if self.is_sqlite:
-            missing.append("RUNLANE_DATABASE_URL=postgresql+asyncpg://... (SQLite is one process only)")
+            missing.append(
+                "RUNLANE_DATABASE_URL=postgresql+asyncpg://... (SQLite is one process only)"
+            )
         if not self.redis_url:
             missing.append("RUNLANE_REDIS_URL=redis://... (in-memory streams are one process only)")
         if missing:

@@ -164,9 +164,7 @@ async def capture_rollback_point(
     raise _unsupported(saver)
 
 
-async def rollback_run(
-    saver: BaseCheckpointSaver[Any], point: RollbackPoint, run_id: str
-) -> None:
+async def rollback_run(saver: BaseCheckpointSaver[Any], point: RollbackPoint, run_id: str) -> None:
     """Put the thread back where ``point`` found it, undoing run ``run_id``. Atomic."""
     if point.checkpoint_id is None:
         await saver.adelete_thread(point.thread_id)
@@ -209,9 +207,7 @@ async def _rollback_sqlite(saver: AsyncSqliteSaver, point: RollbackPoint, run_id
             raise
 
 
-async def _rollback_postgres(
-    saver: AsyncPostgresSaver, point: RollbackPoint, run_id: str
-) -> None:
+async def _rollback_postgres(saver: AsyncPostgresSaver, point: RollbackPoint, run_id: str) -> None:
     tid, cid = point.thread_id, point.checkpoint_id
     async with saver._cursor() as cur, cur.connection.transaction():
         await cur.execute(

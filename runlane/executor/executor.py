@@ -79,8 +79,12 @@ class RunExecutor:
         self._threads = threads
         self._store = store
         self.views = ThreadViews(
-            manager=manager, bridge=bridge, registry=registry, checkpointer=checkpointer,
-            threads=threads, store=store,
+            manager=manager,
+            bridge=bridge,
+            registry=registry,
+            checkpointer=checkpointer,
+            threads=threads,
+            store=store,
         )
         # Runs submitted whose work has not started: a watcher per run finishes
         # it if it is cancelled first (the manager never calls its work then).
@@ -322,12 +326,7 @@ class RunExecutor:
             logger.exception("run %s: cleanup after the terminal entry failed", record.run_id)
 
     async def _delete_run(self, run_id: str) -> None:
-        # RunManager has no public delete yet: remove the row through its
-        # store, then forget the local record.
-        store = getattr(self._manager, "_store", None)
-        if store is not None:
-            await store.delete(run_id)
-        await self._manager.cleanup(run_id)
+        await self._manager.delete(run_id)
 
     # -- thread state and output (see ThreadViews) -----------------------------------
 
@@ -376,8 +375,9 @@ class RunExecutor:
         and before the bridge closes, so those runs' streams still get their
         terminal entries.
         """
-        waiting = [task for task, record in self._watchers.values()
-                   if not record.abort_event.is_set()]
+        waiting = [
+            task for task, record in self._watchers.values() if not record.abort_event.is_set()
+        ]
         for task in waiting:
             task.cancel()
         await asyncio.gather(*self._watch_tasks, return_exceptions=True)

@@ -112,9 +112,7 @@ def message_stats(values: Any) -> dict[str, Any]:
         return {}
     msgs = [m for m in messages if isinstance(m, BaseMessage)]
     first_human = next((m.text for m in msgs if isinstance(m, HumanMessage)), None)
-    last_ai = next(
-        (m.text for m in reversed(msgs) if isinstance(m, AIMessage) and m.text), None
-    )
+    last_ai = next((m.text for m in reversed(msgs) if isinstance(m, AIMessage) and m.text), None)
     return {
         "message_count": len(msgs),
         "first_human_message": first_human,

@@ -28,8 +28,17 @@ __all__ = [
 Durability = Literal["sync", "async", "exit"]
 
 STREAM_MODES = frozenset(
-    {"values", "updates", "messages-tuple", "messages", "custom", "debug", "tasks",
-     "checkpoints", "events"}
+    {
+        "values",
+        "updates",
+        "messages-tuple",
+        "messages",
+        "custom",
+        "debug",
+        "tasks",
+        "checkpoints",
+        "events",
+    }
 )
 """Stream modes a run may request."""
 

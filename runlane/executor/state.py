@@ -207,7 +207,7 @@ async def copy_thread(saver: BaseCheckpointSaver[Any], source: str, target: str)
             put_config,
             item.checkpoint,
             cast(CheckpointMetadata, metadata),
-            dict(item.checkpoint["channel_versions"])
+            dict(item.checkpoint["channel_versions"]),
         )
         by_task: dict[str, list[tuple[str, Any]]] = defaultdict(list)
         for task_id, channel, value in item.pending_writes or ():

@@ -181,9 +181,7 @@ class OutputCollector:
         if event == "values" and isinstance(data, dict):
             if set(data) == {"__interrupt__"} and self.values is not None:
                 merged = dict(self.values)
-                merged["__interrupt__"] = [
-                    *merged.get("__interrupt__", []), *data["__interrupt__"]
-                ]
+                merged["__interrupt__"] = [*merged.get("__interrupt__", []), *data["__interrupt__"]]
                 self.values = merged
             else:
                 self.values = data

@@ -113,7 +113,11 @@ class ThreadViews:
         gid = graph_id or await self._graph_id_of(thread_id)
         async with self.graph_for_thread(thread_id, graph_id=gid) as graph:
             result = await update_state(
-                graph, thread_id, values, as_node=as_node, checkpoint_id=checkpoint_id,
+                graph,
+                thread_id,
+                values,
+                as_node=as_node,
+                checkpoint_id=checkpoint_id,
                 metadata={"graph_id": gid, "thread_id": thread_id},
             )
         await self.refresh_thread_status(thread_id)

@@ -116,9 +116,7 @@ def _bridge(settings: Settings) -> Any:
     if settings.redis_url:
         from runlane.runtime.stream_bridge.redis import RedisStreamBridge
 
-        return RedisStreamBridge(
-            settings.redis_url, key_prefix=settings.redis_key_prefix, **limits
-        )
+        return RedisStreamBridge(settings.redis_url, key_prefix=settings.redis_key_prefix, **limits)
     from runlane.runtime.stream_bridge.memory import MemoryStreamBridge
 
     return MemoryStreamBridge(**limits)

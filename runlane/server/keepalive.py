@@ -52,8 +52,9 @@ class KeepAliveJSONResponse(Response):
         self.send_timeout = send_timeout
         self.on_disconnect = on_disconnect
         all_headers = {"content-type": "application/json", **(headers or {})}
-        self.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                            for k, v in all_headers.items()]
+        self.raw_headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in all_headers.items()
+        ]
         self.completed = False
         self.disconnected = False
         self.timed_out = False
@@ -74,8 +75,9 @@ class KeepAliveJSONResponse(Response):
             result = task.result()
         except Exception:
             logger.exception("computing a keep-alive JSON body failed")
-            result = {"__error__": {"error": "InternalServerError",
-                                    "message": "Internal server error"}}
+            result = {
+                "__error__": {"error": "InternalServerError", "message": "Internal server error"}
+            }
         return orjson.dumps(result)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -108,8 +110,7 @@ class KeepAliveJSONResponse(Response):
             done, _ = await asyncio.wait((task,), timeout=self.heartbeat_interval)
             if done:
                 break
-            await self._send(send, {"type": "http.response.body", "body": b"\n",
-                                    "more_body": True})
+            await self._send(send, {"type": "http.response.body", "body": b"\n", "more_body": True})
         body = await self._body(task)
         self.completed = True
         await self._send(send, {"type": "http.response.body", "body": body, "more_body": False})

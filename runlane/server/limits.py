@@ -30,8 +30,7 @@ class BodySizeLimitMiddleware:
 
     def _refusal(self) -> PayloadTooLargeError:
         return PayloadTooLargeError(
-            f"The request body is larger than {self.max_body_bytes} bytes "
-            "(RUNLANE_MAX_BODY_BYTES)."
+            f"The request body is larger than {self.max_body_bytes} bytes (RUNLANE_MAX_BODY_BYTES)."
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

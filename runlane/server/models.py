@@ -49,10 +49,19 @@ __all__ = [
 
 JsonObject = dict[str, Any]
 
-STREAM_MODES = frozenset({
-    "values", "updates", "messages", "messages-tuple", "custom", "debug", "tasks",
-    "checkpoints", "events",
-})
+STREAM_MODES = frozenset(
+    {
+        "values",
+        "updates",
+        "messages",
+        "messages-tuple",
+        "custom",
+        "debug",
+        "tasks",
+        "checkpoints",
+        "events",
+    }
+)
 """Stream modes runlane streams."""
 UNSUPPORTED_STREAM_MODES = frozenset({"tools", "lifecycle"})
 """Modes the SDK types allow that belong to the v2 protocol only."""
@@ -184,7 +193,8 @@ class RunCreate(BaseModel):
         if self.durability is not None and self.checkpoint_during is not None:
             raise ValueError("durability and checkpoint_during cannot both be set: use durability")
         if (
-            self.checkpoint_id is not None and self.checkpoint is not None
+            self.checkpoint_id is not None
+            and self.checkpoint is not None
             and self.checkpoint.get("checkpoint_id") not in (None, self.checkpoint_id)
         ):
             raise ValueError("checkpoint_id differs from checkpoint.checkpoint_id")
@@ -255,8 +265,12 @@ def server_config(
     out = dict(config or {})
     configurable = dict(out.get("configurable") or {})
     configurable.update(
-        thread_id=thread_id, checkpoint_ns="", run_id=run_id,
-        assistant_id=assistant_id, graph_id=graph_id, user_id=user_id,
+        thread_id=thread_id,
+        checkpoint_ns="",
+        run_id=run_id,
+        assistant_id=assistant_id,
+        graph_id=graph_id,
+        user_id=user_id,
     )
     out["configurable"] = configurable
     return out

@@ -144,14 +144,20 @@ async def admit_run(
                 f"no thread has the id {tid!r} (pass if_not_exists='create' to create it)"
             )
         await services.threads.create(
-            tid, user_id=user_id, metadata={"graph_id": assistant["graph_id"]},
+            tid,
+            user_id=user_id,
+            metadata={"graph_id": assistant["graph_id"]},
             if_exists="do_nothing",
         )
         created = True
     run_id = str(uuid.uuid4())
     config = server_config(
-        _merge(assistant.get("config"), body.config), thread_id=tid, run_id=run_id,
-        assistant_id=assistant["assistant_id"], graph_id=assistant["graph_id"], user_id=user_id,
+        _merge(assistant.get("config"), body.config),
+        thread_id=tid,
+        run_id=run_id,
+        assistant_id=assistant["assistant_id"],
+        graph_id=assistant["graph_id"],
+        user_id=user_id,
     )
     config["configurable"].pop("checkpoint_id", None)
     request = RunRequest(
@@ -172,8 +178,12 @@ async def admit_run(
     )
     try:
         record = await services.manager.create_or_reject(
-            tid, assistant["assistant_id"], user_id=user_id, on_disconnect=body.on_disconnect,
-            metadata=body.metadata or {}, kwargs=request.to_kwargs(),
+            tid,
+            assistant["assistant_id"],
+            user_id=user_id,
+            on_disconnect=body.on_disconnect,
+            metadata=body.metadata or {},
+            kwargs=request.to_kwargs(),
             multitask_strategy=body.multitask_strategy,
             run_id=run_id,
         )
@@ -256,7 +266,10 @@ async def stream_run(
             data = {"run_id": run_id, "status": status, "error": record.error}
             end = StreamEvent("", "end", data, terminal=True)
             return EventStreamResponse(
-                _once(end), run_id=run_id, location=location, content_location=content_location,
+                _once(end),
+                run_id=run_id,
+                location=location,
+                content_location=content_location,
                 heartbeat_interval=settings.heartbeat_interval,
                 send_timeout=settings.send_timeout,
             )
@@ -270,9 +283,15 @@ async def stream_run(
         run_id, last_event_id=cursor, heartbeat_interval=settings.heartbeat_interval
     )
     return EventStreamResponse(
-        source, run_id=run_id, location=location, content_location=content_location,
-        heartbeat_interval=settings.heartbeat_interval, send_timeout=settings.send_timeout,
-        on_disconnect=on_disconnect, event_filter=mode_filter(modes), prime=prime,
+        source,
+        run_id=run_id,
+        location=location,
+        content_location=content_location,
+        heartbeat_interval=settings.heartbeat_interval,
+        send_timeout=settings.send_timeout,
+        on_disconnect=on_disconnect,
+        event_filter=mode_filter(modes),
+        prime=prime,
     )
 
 
@@ -299,6 +318,8 @@ def wait_run(
     settings = services.settings
     return KeepAliveJSONResponse(
         lambda: run_output(services, run_id, thread_id),
-        heartbeat_interval=settings.heartbeat_interval, send_timeout=settings.send_timeout,
-        headers=headers, on_disconnect=on_disconnect,
+        heartbeat_interval=settings.heartbeat_interval,
+        send_timeout=settings.send_timeout,
+        headers=headers,
+        on_disconnect=on_disconnect,
     )

@@ -84,8 +84,15 @@ OnDisconnect = Callable[[], Awaitable[Any]]
 def event_frame(event: StreamEvent) -> bytes:
     """The SSE frame of a data event, reusing its encoded payload."""
     return b"".join(
-        (b"event: ", event.event.encode(), b"\ndata: ", event.payload,
-         b"\nid: ", event.id.encode(), b"\n\n")
+        (
+            b"event: ",
+            event.event.encode(),
+            b"\ndata: ",
+            event.payload,
+            b"\nid: ",
+            event.id.encode(),
+            b"\n\n",
+        )
     )
 
 
@@ -116,12 +123,14 @@ def end_frame(event: StreamEvent, run_id: str) -> bytes:
 
 def gap_frame(gap: StreamGap) -> bytes:
     """``event: gap`` with the gap's fields and no ``id:`` (the cursor stays put)."""
-    data = orjson.dumps({
-        "run_id": gap.run_id,
-        "requested_event_id": gap.requested_event_id,
-        "earliest_available_event_id": gap.earliest_available_event_id,
-        "latest_available_event_id": gap.latest_available_event_id,
-    })
+    data = orjson.dumps(
+        {
+            "run_id": gap.run_id,
+            "requested_event_id": gap.requested_event_id,
+            "earliest_available_event_id": gap.earliest_available_event_id,
+            "latest_available_event_id": gap.latest_available_event_id,
+        }
+    )
     return b"event: gap\ndata: " + data + b"\n\n"
 
 
@@ -194,8 +203,9 @@ class EventStreamResponse(Response):
             "content-location": content_location,
             **(headers or {}),
         }
-        self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1"))
-                            for k, v in self.stream_headers.items()]
+        self.raw_headers = [
+            (k.encode("latin-1"), v.encode("latin-1")) for k, v in self.stream_headers.items()
+        ]
         # Delivery state, shared by the producer, the writer and the listener.
         self.completed = False  # the terminal entry was queued
         self.disconnected = False

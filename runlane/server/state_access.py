@@ -77,9 +77,7 @@ async def open_thread_graph(services: Services, thread_id: str) -> AsyncIterator
     """The thread's graph bound to the checkpointer (executor's choice), or None if it has none."""
     async with AsyncExitStack() as stack:
         try:
-            graph = await stack.enter_async_context(
-                services.executor.graph_for_thread(thread_id)
-            )
+            graph = await stack.enter_async_context(services.executor.graph_for_thread(thread_id))
         except GraphNotFoundError:
             graph = None
         yield graph

@@ -16,10 +16,11 @@ stated here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
-from runlane.exceptions import ThreadNotFoundError
+from runlane.exceptions import ConflictError, ThreadNotFoundError
 from runlane.runtime.runs.schemas import CancelAction
 from runlane.server.services import Services
 from runlane.server.state_access import state as read_state
@@ -88,8 +89,8 @@ async def delete_thread_everywhere(services: Services, thread_id: str) -> None:
         if not records:
             break
         for record in records:
-            await services.runs.delete(record.run_id)
-            await services.manager.cleanup(record.run_id)
+            with contextlib.suppress(ConflictError):  # admitted meanwhile: the next pass
+                await services.manager.delete(record.run_id)
             await services.bridge.cleanup(record.run_id)
         records = await services.manager.list_by_thread(thread_id, limit=10_000)
     await services.checkpointer.adelete_thread(thread_id)

@@ -42,6 +42,7 @@ from runlane.runtime.runs.records import record_from_row, row_from_record
 from runlane.runtime.runs.recovery import recover_orphans
 from runlane.runtime.runs.retry import PersistenceRetryPolicy
 from runlane.runtime.runs.schemas import (
+    ACTIVE_STATUSES,
     COMPLETION_FIELDS,
     SUPERSEDED_ERROR,
     TERMINAL_STATUSES,
@@ -161,9 +162,15 @@ class RunManager(Lanes):
         run on the thread with ConflictError.
         """
         record = self._new_record(
-            thread_id, assistant_id, user_id=user_id, on_disconnect=on_disconnect,
-            metadata=metadata, kwargs=kwargs, multitask_strategy=parse_strategy(multitask_strategy),
-            model_name=model_name, run_id=None,
+            thread_id,
+            assistant_id,
+            user_id=user_id,
+            on_disconnect=on_disconnect,
+            metadata=metadata,
+            kwargs=kwargs,
+            multitask_strategy=parse_strategy(multitask_strategy),
+            model_name=model_name,
+            run_id=None,
         )
         if self._store is not None:
             try:
@@ -200,17 +207,26 @@ class RunManager(Lanes):
         """
         strategy = parse_strategy(multitask_strategy)
         record = self._new_record(
-            thread_id, assistant_id, user_id=user_id, on_disconnect=on_disconnect,
-            metadata=metadata, kwargs=kwargs, multitask_strategy=strategy,
-            model_name=model_name, run_id=run_id,
+            thread_id,
+            assistant_id,
+            user_id=user_id,
+            on_disconnect=on_disconnect,
+            metadata=metadata,
+            kwargs=kwargs,
+            multitask_strategy=strategy,
+            model_name=model_name,
+            run_id=run_id,
         )
         if self._store is None:
             record.queued, preempted = self._admit_locally(record, strategy)
         else:
             try:
                 admission = await self._retry(
-                    self._store.admit, record.run_id, thread_id=thread_id,
-                    strategy=strategy, **row_from_record(record),
+                    self._store.admit,
+                    record.run_id,
+                    thread_id=thread_id,
+                    strategy=strategy,
+                    **row_from_record(record),
                 )
             except ConflictError:
                 raise
@@ -376,9 +392,7 @@ class RunManager(Lanes):
     ) -> list[RunRecord]:
         """The thread's runs, newest first; local records win over store rows."""
         local = [
-            r
-            for r in self._thread_records(thread_id)
-            if user_id is None or r.user_id == user_id
+            r for r in self._thread_records(thread_id) if user_id is None or r.user_id == user_id
         ]
         merged = {r.run_id: r for r in local}
         if self._store is not None:
@@ -404,6 +418,23 @@ class RunManager(Lanes):
         if self._store is None:
             return False
         return await self._retry(self._store.has_active, thread_id)
+
+    async def delete(self, run_id: str) -> bool:
+        """Delete an ended run's row and forget its local record; False if unknown.
+
+        Raises ConflictError for a pending or running run: cancel it first.
+        """
+        record = self._runs.get(run_id)
+        if record is not None and record.is_active:
+            raise ConflictError(f"Run {run_id} is {record.status.value}: cancel it first.")
+        deleted = record is not None
+        if self._store is not None:
+            row = await self._retry(self._store.get, run_id)
+            if row is not None and (row["status"] or RunStatus.pending) in ACTIVE_STATUSES:
+                raise ConflictError(f"Run {run_id} is {row['status']}: cancel it first.")
+            deleted = await self._retry(self._store.delete, run_id) or deleted
+        self._evict(run_id)
+        return deleted
 
     async def cleanup(self, run_id: str, *, delay: float = 0) -> None:
         """Forget the local record of ``run_id`` after ``delay`` seconds."""
@@ -454,7 +485,8 @@ class RunManager(Lanes):
         if self._store is None:
             return
         renewals = await self._retry(
-            self._store.renew_leases, self.owner_id,
+            self._store.renew_leases,
+            self.owner_id,
             lease_expires_at=self._clock() + self._lease_ttl,
         )
         for renewal in renewals:

@@ -78,7 +78,9 @@ class RunWriter:
             elif not can_transition(row["status"], status):
                 logger.warning(
                     "run %s: store keeps status %s, completion %s skipped",
-                    run_id, row["status"], status,
+                    run_id,
+                    row["status"],
+                    status,
                 )
                 return False
             if await self.retry(store.update_run_completion, run_id, status=status, **stats):

@@ -18,8 +18,17 @@ __all__ = ["record_from_row", "row_from_record"]
 _PLAIN_FIELDS = tuple(
     name
     for name in ROW_FIELDS
-    if name not in {"status", "on_disconnect", "multitask_strategy", "cancel_action",
-                    "cancel_requested_at", "metadata", "kwargs", "token_usage_by_model"}
+    if name
+    not in {
+        "status",
+        "on_disconnect",
+        "multitask_strategy",
+        "cancel_action",
+        "cancel_requested_at",
+        "metadata",
+        "kwargs",
+        "token_usage_by_model",
+    }
 )
 
 

@@ -260,7 +260,11 @@ class StreamLimits:
             )
 
     def dead_letter_reason(
-        self, now: float, *, created_at: float, last_publish_at: float,
+        self,
+        now: float,
+        *,
+        created_at: float,
+        last_publish_at: float,
         awaiting_since: float | None,
     ) -> str | None:
         """Why an active stream must end with ``dead_letter`` now, or None.
@@ -288,9 +292,7 @@ class StreamLimits:
         if readers:
             return False
         seen = ended_at if last_reader_at is None else max(ended_at, last_reader_at)
-        return (
-            now - seen >= self.orphan_timeout or now - ended_at >= self.terminal_retention_ttl
-        )
+        return now - seen >= self.orphan_timeout or now - ended_at >= self.terminal_retention_ttl
 
 
 class StreamBridge(abc.ABC):

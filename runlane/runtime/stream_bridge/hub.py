@@ -148,8 +148,15 @@ class Subscription:
     """
 
     __slots__ = (
-        "block_ms", "buffer", "capacity", "closed", "key", "overflowed", "removed",
-        "signal", "stale",
+        "block_ms",
+        "buffer",
+        "capacity",
+        "closed",
+        "key",
+        "overflowed",
+        "removed",
+        "signal",
+        "stale",
     )
 
     def __init__(self, key: str, *, capacity: int, block_ms: int) -> None:
@@ -258,8 +265,10 @@ class StreamHub:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 pipe.xadd(
-                    self._wake_key, {keys.WAKE_FIELD: "1"},
-                    maxlen=keys.WAKE_MAXLEN, approximate=True,
+                    self._wake_key,
+                    {keys.WAKE_FIELD: "1"},
+                    maxlen=keys.WAKE_MAXLEN,
+                    approximate=True,
                 )
                 pipe.expire(self._wake_key, int(keys.WAKE_TTL))
                 await pipe.execute()
@@ -298,8 +307,7 @@ class StreamHub:
             for key, tracked in self._tracked.items():
                 streams[key] = f"0-{tracked.cursor}"
             block_ms = min(
-                [self._max_block_ms]
-                + [s.block_ms for t in self._tracked.values() for s in t.subs]
+                [self._max_block_ms] + [s.block_ms for t in self._tracked.values() for s in t.subs]
             )
             self._reading = frozenset(streams)
             self._wake_sent = False
@@ -365,14 +373,25 @@ async def read_run(
     async with client.pipeline(transaction=True) as pipe:
         pipe.xrange(run_keys.events, f"0-{min(after + 1, MAX_SEQ)}", "+", count=count)
         pipe.xrevrange(run_keys.events, "+", "-", count=1)
-        pipe.hmget(run_keys.meta, [keys.META_SEQ, keys.META_TERMINAL_ID,
-                                   keys.META_TERMINAL_EVENT, keys.META_TERMINAL_DATA])
+        pipe.hmget(
+            run_keys.meta,
+            [
+                keys.META_SEQ,
+                keys.META_TERMINAL_ID,
+                keys.META_TERMINAL_EVENT,
+                keys.META_TERMINAL_DATA,
+            ],
+        )
         pipe.exists(run_keys.removed)
         entries, tail, meta, removed = await pipe.execute()
     events = [decode_entry(i, f) for i, f in entries]
     seq, tid, te, td = meta
-    newest = max(int(seq or 0), int(tid or 0), int(events[-1].id) if events else 0,
-                 entry_seq(tail[0][0]) if tail else 0)
+    newest = max(
+        int(seq or 0),
+        int(tid or 0),
+        int(events[-1].id) if events else 0,
+        entry_seq(tail[0][0]) if tail else 0,
+    )
     terminal = None
     if tid is not None:
         payload = as_bytes(td or b"null")

@@ -449,9 +449,7 @@ class MemoryStreamBridge(StreamBridge):
             "total_streams": len(self._streams),
             "active_streams": len(self._streams) - terminal,
             "terminal_streams": terminal,
-            "total_events": sum(
-                len(s.entries) + (s.terminal is not None) for s in streams
-            ),
+            "total_events": sum(len(s.entries) + (s.terminal is not None) for s in streams),
             "total_bytes": sum(
                 s.nbytes + (len(s.terminal.payload) if s.terminal is not None else 0)
                 for s in streams

@@ -140,7 +140,9 @@ class RedisStreamBridge(StreamBridge):
         self._own_client = client is None
         if client is None:
             pool = aioredis.BlockingConnectionPool.from_url(
-                redis_url, max_connections=max_connections, timeout=None,
+                redis_url,
+                max_connections=max_connections,
+                timeout=None,
                 client_name=self.client_name,
             )
             client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
@@ -358,7 +360,9 @@ class RedisStreamBridge(StreamBridge):
         if writer is not None:
             await self._out.drain(writer)
         rk = keys.run_keys(self._prefix, run_id)
-        seq = await self._redis(f"reading {rk.meta!r}", lambda: self._client.hget(rk.meta, keys.META_SEQ))
+        seq = await self._redis(
+            f"reading {rk.meta!r}", lambda: self._client.hget(rk.meta, keys.META_SEQ)
+        )
         return None if seq is None else as_str(seq)
 
     async def _snapshot(self, rk: keys.RunKeys, after: int) -> Snapshot:

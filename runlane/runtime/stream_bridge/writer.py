@@ -125,9 +125,14 @@ end
 if code == 'ok' then n = tid end
 return {code, seq, n}
 """).substitute(
-    seq=repr(keys.META_SEQ), tid=repr(keys.META_TERMINAL_ID), te=repr(keys.META_TERMINAL_EVENT),
-    td=repr(keys.META_TERMINAL_DATA), e=repr(keys.ENTRY_EVENT), d=repr(keys.ENTRY_DATA),
-    t=repr(keys.ENTRY_TERMINAL), bp=repr(keys.META_BASE_PREFIX),
+    seq=repr(keys.META_SEQ),
+    tid=repr(keys.META_TERMINAL_ID),
+    te=repr(keys.META_TERMINAL_EVENT),
+    td=repr(keys.META_TERMINAL_DATA),
+    e=repr(keys.ENTRY_EVENT),
+    d=repr(keys.ENTRY_DATA),
+    t=repr(keys.ENTRY_TERMINAL),
+    bp=repr(keys.META_BASE_PREFIX),
 )
 
 
@@ -156,9 +161,22 @@ class RunWriter:
     """This process's state for one run it writes to (or ended)."""
 
     __slots__ = (
-        "awaiting_since", "backlog", "batch", "created_at", "ended_at", "error", "keys",
-        "last_publish_at", "last_reader_at", "minid", "nbytes", "run_id", "seq", "sizes",
-        "terminal_id", "token",
+        "awaiting_since",
+        "backlog",
+        "batch",
+        "created_at",
+        "ended_at",
+        "error",
+        "keys",
+        "last_publish_at",
+        "last_reader_at",
+        "minid",
+        "nbytes",
+        "run_id",
+        "seq",
+        "sizes",
+        "terminal_id",
+        "token",
     )
 
     def __init__(self, run_id: str, run_keys: keys.RunKeys, now: float) -> None:
@@ -206,9 +224,14 @@ class BatchWriter:
         self._clock = clock
         self._retry = retry
         self._timeout = timeout
-        self._active_ttl_ms = int(1000 * keys.active_ttl(
-            limits.max_stream_age, limits.hitl_extended_timeout, limits.active_no_publish_timeout
-        ))
+        self._active_ttl_ms = int(
+            1000
+            * keys.active_ttl(
+                limits.max_stream_age,
+                limits.hitl_extended_timeout,
+                limits.active_no_publish_timeout,
+            )
+        )
         self._terminal_ttl_ms = int(1000 * keys.terminal_ttl(limits.terminal_retention_ttl))
         self._open: Batch | None = None
         self._task: asyncio.Task[None] | None = None

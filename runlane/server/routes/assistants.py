@@ -78,9 +78,7 @@ def parse_xray(value: str) -> bool | int:
 
 
 @router.post("", dependencies=[requires("assistants", "create")])
-async def create_assistant(
-    body: AssistantCreate, services: ServicesDep
-) -> dict[str, Any]:
+async def create_assistant(body: AssistantCreate, services: ServicesDep) -> dict[str, Any]:
     services.registry.entry(body.graph_id)  # GraphNotFoundError -> 404 before any write
     return await services.assistants.create(
         assistant_id=body.assistant_id,
@@ -115,18 +113,14 @@ async def search_assistants(
 
 
 @router.post("/count", dependencies=[requires("assistants", "search")])
-async def count_assistants(
-    body: AssistantCount, services: ServicesDep
-) -> int:
+async def count_assistants(body: AssistantCount, services: ServicesDep) -> int:
     return await services.assistants.count(
         graph_id=body.graph_id, name=body.name, metadata=body.metadata
     )
 
 
 @router.get("/{assistant_id}", dependencies=[requires("assistants", "read")])
-async def read_assistant(
-    assistant_id: str, services: ServicesDep
-) -> dict[str, Any]:
+async def read_assistant(assistant_id: str, services: ServicesDep) -> dict[str, Any]:
     return await get_assistant(services, assistant_id)
 
 
@@ -151,9 +145,7 @@ async def patch_assistant(
     return updated
 
 
-@router.delete(
-    "/{assistant_id}", status_code=204, dependencies=[requires("assistants", "delete")]
-)
+@router.delete("/{assistant_id}", status_code=204, dependencies=[requires("assistants", "delete")])
 async def delete_assistant(
     assistant_id: str,
     services: ServicesDep,
@@ -189,9 +181,7 @@ async def set_latest_version(
     current = await get_assistant(services, assistant_id)
     updated = await services.assistants.set_latest(current["assistant_id"], body.version)
     if updated is None:
-        raise AssistantNotFoundError(
-            f"assistant {assistant_id!r} has no version {body.version}"
-        )
+        raise AssistantNotFoundError(f"assistant {assistant_id!r} has no version {body.version}")
     return updated
 
 
@@ -201,9 +191,7 @@ async def _graph(services: Services, assistant: dict[str, Any]) -> Any:
 
 
 @router.get("/{assistant_id}/schemas", dependencies=[requires("assistants", "read")])
-async def assistant_schemas(
-    assistant_id: str, services: ServicesDep
-) -> dict[str, Any]:
+async def assistant_schemas(assistant_id: str, services: ServicesDep) -> dict[str, Any]:
     assistant = await get_assistant(services, assistant_id)
     graph = await _graph(services, assistant)
     return await run_in_threadpool(graph_schemas, graph, assistant["graph_id"])
@@ -230,9 +218,7 @@ async def assistant_subgraphs(
     return await _subgraphs(services, assistant_id, None, recurse)
 
 
-@router.get(
-    "/{assistant_id}/subgraphs/{namespace}", dependencies=[requires("assistants", "read")]
-)
+@router.get("/{assistant_id}/subgraphs/{namespace}", dependencies=[requires("assistants", "read")])
 async def assistant_subgraphs_in(
     assistant_id: str,
     namespace: str,
@@ -248,7 +234,5 @@ async def _subgraphs(
     assistant = await get_assistant(services, assistant_id)
     graph = await _graph(services, assistant)
     return await run_in_threadpool(
-        lambda: subgraph_schemas(
-            graph, assistant["graph_id"], namespace=namespace, recurse=recurse
-        )
+        lambda: subgraph_schemas(graph, assistant["graph_id"], namespace=namespace, recurse=recurse)
     )

@@ -74,7 +74,10 @@ async def create_run(
 
 
 @router.post(
-    "/stream", dependencies=[requires("runs", "create")], response_class=EventStreamResponse, status_code=200
+    "/stream",
+    dependencies=[requires("runs", "create")],
+    response_class=EventStreamResponse,
+    status_code=200,
 )
 async def create_and_stream(
     thread_id: str, body: RunCreate, services: ServicesDep
@@ -86,13 +89,21 @@ async def create_and_stream(
         cancel_callback(services, record.run_id) if body.on_disconnect == "cancel" else None
     )
     return await stream_run(
-        services, record, record.run_id, cursor="0", location=f"{run}/stream",
-        content_location=run, on_disconnect=on_disconnect,
+        services,
+        record,
+        record.run_id,
+        cursor="0",
+        location=f"{run}/stream",
+        content_location=run,
+        on_disconnect=on_disconnect,
     )
 
 
 @router.post(
-    "/wait", dependencies=[requires("runs", "create")], response_class=KeepAliveJSONResponse, status_code=200
+    "/wait",
+    dependencies=[requires("runs", "create")],
+    response_class=KeepAliveJSONResponse,
+    status_code=200,
 )
 async def create_and_wait(
     thread_id: str, body: RunCreate, services: ServicesDep
@@ -104,7 +115,9 @@ async def create_and_wait(
         cancel_callback(services, record.run_id) if body.on_disconnect == "cancel" else None
     )
     return wait_run(
-        services, record.run_id, thread_id,
+        services,
+        record.run_id,
+        thread_id,
         headers={"Location": f"{run}/join", "Content-Location": run},
         on_disconnect=on_disconnect,
     )
@@ -140,8 +153,10 @@ async def get_run(thread_id: str, run_id: str, services: ServicesDep) -> dict[st
 
 
 @router.get(
-    "/{run_id}/join", dependencies=[requires("runs", "read")],
-    response_class=KeepAliveJSONResponse, status_code=200,
+    "/{run_id}/join",
+    dependencies=[requires("runs", "read")],
+    response_class=KeepAliveJSONResponse,
+    status_code=200,
 )
 async def join_run(
     thread_id: str, run_id: str, services: ServicesDep, cancel_on_disconnect: bool = False
@@ -150,15 +165,19 @@ async def join_run(
     await find_run(services, run_id, thread_id=thread_id)
     run = f"/threads/{thread_id}/runs/{run_id}"
     return wait_run(
-        services, run_id, thread_id,
+        services,
+        run_id,
+        thread_id,
         headers={"Location": f"{run}/join", "Content-Location": run},
         on_disconnect=cancel_callback(services, run_id) if cancel_on_disconnect else None,
     )
 
 
 @router.get(
-    "/{run_id}/stream", dependencies=[requires("runs", "read")],
-    response_class=EventStreamResponse, status_code=200,
+    "/{run_id}/stream",
+    dependencies=[requires("runs", "read")],
+    response_class=EventStreamResponse,
+    status_code=200,
 )
 async def join_stream(
     thread_id: str,
@@ -182,8 +201,14 @@ async def join_stream(
     record = await find_run(services, run_id, thread_id=thread_id)
     run = f"/threads/{thread_id}/runs/{run_id}"
     return await stream_run(
-        services, record, run_id, cursor=cursor, location=f"{run}/stream",
-        content_location=run, modes=modes, live=True,
+        services,
+        record,
+        run_id,
+        cursor=cursor,
+        location=f"{run}/stream",
+        content_location=run,
+        modes=modes,
+        live=True,
         on_disconnect=cancel_callback(services, run_id) if cancel_on_disconnect else None,
     )
 
@@ -216,7 +241,6 @@ async def delete_run(thread_id: str, run_id: str, services: ServicesDep) -> Resp
     record = await find_run(services, run_id, thread_id=thread_id)
     if record.is_active:
         raise ConflictError(f"run {run_id!r} is {record.status.value}: cancel it first")
-    await services.runs.delete(run_id)
-    await services.manager.cleanup(run_id)
+    await services.manager.delete(run_id)
     await services.bridge.cleanup(run_id)
     return Response(status_code=204)

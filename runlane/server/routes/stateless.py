@@ -77,7 +77,10 @@ async def create_stateless_run(
 
 
 @router.post(
-    "/stream", dependencies=[requires("runs", "create")], response_class=EventStreamResponse, status_code=200
+    "/stream",
+    dependencies=[requires("runs", "create")],
+    response_class=EventStreamResponse,
+    status_code=200,
 )
 async def stream_stateless_run(
     body: StatelessRunCreate, services: ServicesDep
@@ -89,13 +92,21 @@ async def stream_stateless_run(
         cancel_callback(services, record.run_id) if body.on_disconnect == "cancel" else None
     )
     return await stream_run(
-        services, record, record.run_id, cursor="0", location=f"{run}/stream",
-        content_location=run, on_disconnect=on_disconnect,
+        services,
+        record,
+        record.run_id,
+        cursor="0",
+        location=f"{run}/stream",
+        content_location=run,
+        on_disconnect=on_disconnect,
     )
 
 
 @router.post(
-    "/wait", dependencies=[requires("runs", "create")], response_class=KeepAliveJSONResponse, status_code=200
+    "/wait",
+    dependencies=[requires("runs", "create")],
+    response_class=KeepAliveJSONResponse,
+    status_code=200,
 )
 async def wait_stateless_run(
     body: StatelessRunCreate, services: ServicesDep
@@ -107,7 +118,9 @@ async def wait_stateless_run(
         cancel_callback(services, record.run_id) if body.on_disconnect == "cancel" else None
     )
     return wait_run(
-        services, record.run_id, record.thread_id,
+        services,
+        record.run_id,
+        record.thread_id,
         headers={"Location": f"{run}/join", "Content-Location": run},
         on_disconnect=on_disconnect,
     )
@@ -146,8 +159,9 @@ async def create_batch(body: list[RunBatchItem], services: ServicesDep) -> list[
     return [run_view(record) for record in created]
 
 
-@router.post("/cancel", dependencies=[requires("runs", "update")], status_code=204,
-             response_model=None)
+@router.post(
+    "/cancel", dependencies=[requires("runs", "update")], status_code=204, response_model=None
+)
 async def cancel_many(
     body: RunCancelMany, services: ServicesDep, action: CancelAction = CancelAction.interrupt
 ) -> Response:
@@ -158,9 +172,7 @@ async def cancel_many(
         for run_id in body.run_ids:
             record = await services.manager.get(run_id)
             if record is None or record.thread_id != body.thread_id:
-                raise RunNotFoundError(
-                    f"no run has the id {run_id!r} on thread {body.thread_id!r}"
-                )
+                raise RunNotFoundError(f"no run has the id {run_id!r} on thread {body.thread_id!r}")
             records.append(record)
         for record in records:
             await services.manager.cancel(record.run_id, action=action)
@@ -191,8 +203,10 @@ async def get_stateless_run(run_id: str, services: ServicesDep) -> dict[str, Any
 
 
 @router.get(
-    "/{run_id}/stream", dependencies=[requires("runs", "read")],
-    response_class=EventStreamResponse, status_code=200,
+    "/{run_id}/stream",
+    dependencies=[requires("runs", "read")],
+    response_class=EventStreamResponse,
+    status_code=200,
 )
 async def join_stateless_stream(
     run_id: str,
@@ -211,15 +225,23 @@ async def join_stateless_stream(
     record = await _stateless_record(services, run_id)
     run = f"/runs/{run_id}"
     return await stream_run(
-        services, record, run_id, cursor=cursor, location=f"{run}/stream",
-        content_location=run, modes=modes, live=True,
+        services,
+        record,
+        run_id,
+        cursor=cursor,
+        location=f"{run}/stream",
+        content_location=run,
+        modes=modes,
+        live=True,
         on_disconnect=cancel_callback(services, run_id) if cancel_on_disconnect else None,
     )
 
 
 @router.get(
-    "/{run_id}/join", dependencies=[requires("runs", "read")],
-    response_class=KeepAliveJSONResponse, status_code=200,
+    "/{run_id}/join",
+    dependencies=[requires("runs", "read")],
+    response_class=KeepAliveJSONResponse,
+    status_code=200,
 )
 async def join_stateless_run(
     run_id: str, services: ServicesDep, cancel_on_disconnect: bool = False
@@ -228,7 +250,9 @@ async def join_stateless_run(
     record = await _stateless_record(services, run_id)
     run = f"/runs/{run_id}"
     return wait_run(
-        services, run_id, record.thread_id if record is not None else None,
+        services,
+        run_id,
+        record.thread_id if record is not None else None,
         headers={"Location": f"{run}/join", "Content-Location": run},
         on_disconnect=cancel_callback(services, run_id) if cancel_on_disconnect else None,
     )

@@ -56,9 +56,7 @@ router = APIRouter(prefix="/threads", tags=["threads"])
 
 
 @router.post("", dependencies=[requires("threads", "create")])
-async def create_thread(
-    body: ThreadCreate, services: ServicesDep
-) -> dict[str, Any]:
+async def create_thread(body: ThreadCreate, services: ServicesDep) -> dict[str, Any]:
     reject_unsupported(body, "supersteps", "ttl")
     thread_id = body.thread_id or str(uuid.uuid4())
     thread = await services.threads.create(
@@ -97,9 +95,7 @@ async def count_threads(body: ThreadCount, services: ServicesDep) -> int:
 
 
 @router.post("/prune", dependencies=[requires("threads", "delete")])
-async def prune_threads(
-    body: ThreadPrune, services: ServicesDep
-) -> dict[str, int]:
+async def prune_threads(body: ThreadPrune, services: ServicesDep) -> dict[str, int]:
     existing = [
         thread_id
         for thread_id in dict.fromkeys(body.thread_ids)
@@ -188,7 +184,9 @@ async def get_state_at_checkpoint_body(
 ) -> dict[str, Any]:
     await require_thread(services, thread_id)
     state = await state_access.state(
-        services, thread_id, checkpoint=_checkpoint_of(thread_id, body.checkpoint, None),
+        services,
+        thread_id,
+        checkpoint=_checkpoint_of(thread_id, body.checkpoint, None),
         subgraphs=body.subgraphs,
     )
     return project([state], body.select)[0]
