@@ -215,8 +215,12 @@ class StreamHub:
         count: int = 100,
         retry: RetryPolicy | None = None,
         max_block_ms: int = 15_000,
+        reader: aioredis.Redis | None = None,
     ) -> None:
         self._client = client
+        # A dedicated reader never waits behind command traffic for a pooled
+        # connection, and closing it interrupts a blocked XREAD at once.
+        self._reader = reader
         self._wake_key = keys.hub_wake_key(prefix, uuid.uuid4().hex)
         self._wake_cursor = "0-0"
         self._count = count
@@ -290,9 +294,13 @@ class StreamHub:
         if self._task is not None:
             # redis-py may swallow a cancellation that lands mid-read; the flag ends the loop.
             self._task.cancel()
+            if self._reader is not None:
+                await self._reader.connection_pool.disconnect()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._reader is not None:
+            await self._reader.aclose()
         with contextlib.suppress(*TRANSIENT_ERRORS):
             await self._client.delete(self._wake_key)
 
@@ -313,8 +321,11 @@ class StreamHub:
             self._wake_sent = False
             try:
                 async with asyncio.timeout(block_ms / 1000 + 10):
-                    reply = await self._client.xread(streams, count=self._count, block=block_ms)
+                    reader = self._reader or self._client
+                    reply = await reader.xread(streams, count=self._count, block=block_ms)
             except TRANSIENT_ERRORS as exc:
+                if self._stopping:
+                    break
                 failures += 1
                 logger.warning("stream hub read failed (%d in a row): %r", failures, exc)
                 self._reading = frozenset()

@@ -138,14 +138,20 @@ class RedisStreamBridge(StreamBridge):
             raise ValueError("max_connections must be at least 2 (the reader plus commands)")
         self.client_name = f"runlane-bridge-{uuid.uuid4().hex[:12]}"
         self._own_client = client is None
+        reader = None
         if client is None:
+            # One connection for the hub's blocking read, the rest for commands.
             pool = aioredis.BlockingConnectionPool.from_url(
                 redis_url,
-                max_connections=max_connections,
+                max_connections=max_connections - 1,
                 timeout=None,
                 client_name=self.client_name,
             )
             client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+            reader_pool = aioredis.BlockingConnectionPool.from_url(
+                redis_url, max_connections=1, timeout=None, client_name=self.client_name
+            )
+            reader = aioredis.Redis.from_pool(reader_pool)
         self._client = client
         self._prefix = key_prefix
         self._retry = retry or RetryPolicy()
@@ -153,7 +159,9 @@ class RedisStreamBridge(StreamBridge):
         self._buffer = subscriber_buffer
         self._write_behind = write_behind
         self._max_unflushed = max_unflushed
-        self._hub = StreamHub(client, key_prefix, count=READ_COUNT, retry=self._retry)
+        self._hub = StreamHub(
+            client, key_prefix, count=READ_COUNT, retry=self._retry, reader=reader
+        )
         self._out = BatchWriter(
             client, self.limits, clock, retry=self._retry, timeout=command_timeout
         )
