@@ -21,6 +21,7 @@ setting                  environment                     default
 ``database_url``         ``RUNLANE_DATABASE_URL``        SQLite file ``<data_dir>/runlane.db``
 ``redis_url``            ``RUNLANE_REDIS_URL``           unset: in-memory stream bridge
 ``redis_key_prefix``     ``RUNLANE_REDIS_KEY_PREFIX``    ``runlane``
+``redis_write_behind``   ``RUNLANE_REDIS_WRITE_BEHIND``  ``true``: publishes are pipelined
 ``stream_max_events``    ``RUNLANE_STREAM_MAX_EVENTS``   ``10000`` replayable events per run
 ``stream_max_bytes``     ``RUNLANE_STREAM_MAX_BYTES``    64 MiB of events per run
 ``stream_retention``     ``RUNLANE_STREAM_RETENTION``    ``300`` s a finished run is replayable
@@ -74,6 +75,7 @@ class Settings(BaseSettings):
     database_url: str = ""
     redis_url: str | None = None
     redis_key_prefix: str = "runlane"
+    redis_write_behind: bool = True
     stream_max_events: int = Field(default=10_000, ge=1)
     stream_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     stream_retention: float = Field(default=300.0, gt=0)

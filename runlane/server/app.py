@@ -116,7 +116,14 @@ def _bridge(settings: Settings) -> Any:
     if settings.redis_url:
         from runlane.runtime.stream_bridge.redis import RedisStreamBridge
 
-        return RedisStreamBridge(settings.redis_url, key_prefix=settings.redis_key_prefix, **limits)
+        # Write-behind: a run's publishes are pipelined instead of costing one
+        # round trip each; its terminal entry still waits until stored.
+        return RedisStreamBridge(
+            settings.redis_url,
+            key_prefix=settings.redis_key_prefix,
+            write_behind=settings.redis_write_behind,
+            **limits,
+        )
     from runlane.runtime.stream_bridge.memory import MemoryStreamBridge
 
     return MemoryStreamBridge(**limits)

@@ -12,7 +12,7 @@ import abc
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import FrozenInstanceError, dataclass
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, Literal, Self, TypedDict, Unpack
@@ -81,26 +81,78 @@ def _dumps(data: Any) -> bytes:
         ) from exc
 
 
-@dataclass(frozen=True, slots=True)
-class StreamEvent:
-    """One entry of a run's stream, or a sentinel (``id == ""``).
+_UNDECODED: Any = object()
 
-    ``data`` is the JSON round trip of what was published and ``payload`` its
-    JSON encoding (computed from ``data`` when not given), so the SSE layer
-    writes ``id:``/``event:``/``data:`` frames without encoding again.
-    ``terminal`` marks the stream's single terminal entry; an ordinary event
-    may be named ``error`` too, so readers test this flag, never the name.
+
+class StreamEvent:
+    """One entry of a run's stream, or a sentinel (``id == ""``). Immutable.
+
+    ``payload`` is the JSON encoding of ``data``, made once at publish, so the
+    SSE layer writes ``id:``/``event:``/``data:`` frames without encoding
+    again. ``data`` is the JSON round trip of what was published; an event
+    built with :meth:`from_payload` decodes it on first access (once, shared
+    by every reader), so readers that only forward ``payload`` never pay for
+    it. ``terminal`` marks the stream's single terminal entry; an ordinary
+    event may be named ``error`` too, so readers test this flag, never the
+    name. Equality compares ``id``, ``event`` and ``data``.
     """
+
+    __slots__ = ("_data", "event", "id", "payload", "terminal")
+    __match_args__ = ("id", "event", "data")
 
     id: str
     event: str
-    data: Any
-    payload: bytes = field(default=b"", compare=False, repr=False)
-    terminal: bool = field(default=False, compare=False)
+    payload: bytes
+    terminal: bool
+    _data: Any
 
-    def __post_init__(self) -> None:
-        if not self.payload:
-            object.__setattr__(self, "payload", _dumps(self.data))
+    def __init__(
+        self,
+        id: str,
+        event: str,
+        data: Any = None,
+        payload: bytes = b"",
+        terminal: bool = False,
+    ) -> None:
+        init = object.__setattr__
+        init(self, "id", id)
+        init(self, "event", event)
+        init(self, "payload", payload or _dumps(data))
+        init(self, "terminal", terminal)
+        init(self, "_data", data)
+
+    @classmethod
+    def from_payload(
+        cls, id: str, event: str, payload: bytes, *, terminal: bool = False
+    ) -> StreamEvent:
+        """An event whose ``data`` is decoded from ``payload`` when first read."""
+        return cls(id, event, _UNDECODED, payload, terminal)
+
+    @property
+    def data(self) -> Any:
+        data = self._data
+        if data is _UNDECODED:
+            data = orjson.loads(self.payload)
+            object.__setattr__(self, "_data", data)
+        return data
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, StreamEvent):
+            return NotImplemented
+        return (self.id, self.event, self.data) == (other.id, other.event, other.data)
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.event))
+
+    def __repr__(self) -> str:
+        flag = ", terminal=True" if self.terminal else ""
+        return f"StreamEvent(id={self.id!r}, event={self.event!r}, data={self.data!r}{flag})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +177,9 @@ CANCELLED_SENTINEL = StreamEvent(id="", event="__cancelled__", data=None)
 """The bridge was closed while the reader was attached; no more entries follow."""
 
 
-def encode_data(data: Any) -> tuple[bytes, Any]:
-    """Return ``(payload, round_trip)`` for ``data``; raise EventDataError if not JSON."""
-    payload = _dumps(data)
-    return payload, orjson.loads(payload)
+def encode_data(data: Any) -> bytes:
+    """The JSON payload of ``data``; raise EventDataError if it is not JSON."""
+    return _dumps(data)
 
 
 def validate_event_name(event: str) -> None:

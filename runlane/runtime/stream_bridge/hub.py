@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -112,14 +111,13 @@ _EVENT, _DATA, _TERMINAL = (
 
 
 def decode_entry(entry_id: Any, fields: Any) -> StreamEvent:
-    """Turn one stream entry into a StreamEvent (the payload is decoded once, here)."""
+    """Turn one stream entry into a StreamEvent (its data is decoded on first read, once)."""
     get = fields.get
     payload = as_bytes(get(_DATA[1], get(_DATA[0], b"null")))
-    return StreamEvent(
-        id=str(entry_seq(entry_id)),
-        event=as_str(get(_EVENT[1], get(_EVENT[0], b""))),
-        data=orjson.loads(payload),
-        payload=payload,
+    return StreamEvent.from_payload(
+        str(entry_seq(entry_id)),
+        as_str(get(_EVENT[1], get(_EVENT[0], b""))),
+        payload,
         terminal=get(_TERMINAL[1], get(_TERMINAL[0])) is not None,
     )
 
@@ -406,7 +404,7 @@ async def read_run(
     terminal = None
     if tid is not None:
         payload = as_bytes(td or b"null")
-        terminal = StreamEvent(
-            str(int(tid)), as_str(te or b"end"), orjson.loads(payload), payload, terminal=True
+        terminal = StreamEvent.from_payload(
+            str(int(tid)), as_str(te or b"end"), payload, terminal=True
         )
     return Snapshot(events, newest, bool(seq is not None or tail), bool(removed), terminal)

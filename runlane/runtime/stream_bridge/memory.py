@@ -238,7 +238,7 @@ class MemoryStreamBridge(StreamBridge):
         if self._closed:
             raise BridgeClosedError()
         validate_event_name(event)
-        payload, decoded = encode_data(data)
+        payload = encode_data(data)
         stream = self._streams.get(run_id) or self._create(run_id)
         if stream.terminal is not None:
             raise StreamTerminatedError(
@@ -246,7 +246,7 @@ class MemoryStreamBridge(StreamBridge):
                 f"(id {stream.terminal.id}); nothing more can be published"
             )
         stream.newest += 1
-        entry = StreamEvent(str(stream.newest), event, decoded, payload)
+        entry = StreamEvent.from_payload(str(stream.newest), event, payload)
         stream.entries.append(entry)
         stream.nbytes += len(payload)
         stream.last_publish_at = self.clock()
@@ -259,17 +259,14 @@ class MemoryStreamBridge(StreamBridge):
     async def publish_terminal(self, run_id: str, kind: StreamStatus, data: Any = None) -> str:
         self._check_open()
         status, name = terminal_kind(kind)
-        payload, decoded = encode_data(data)
-        return self._terminate(run_id, status, name, payload, decoded)
+        return self._terminate(run_id, status, name, encode_data(data))
 
-    def _terminate(
-        self, run_id: str, status: StreamStatus, name: str, payload: bytes, data: Any
-    ) -> str:
+    def _terminate(self, run_id: str, status: StreamStatus, name: str, payload: bytes) -> str:
         stream = self._streams.get(run_id) or self._create(run_id)
         if stream.terminal is not None:
             return stream.terminal.id
         stream.newest += 1
-        stream.terminal = StreamEvent(str(stream.newest), name, data, payload, terminal=True)
+        stream.terminal = StreamEvent.from_payload(str(stream.newest), name, payload, terminal=True)
         stream.status = status
         stream.ended_at = self.clock()
         stream.awaiting_since = None
@@ -336,8 +333,8 @@ class MemoryStreamBridge(StreamBridge):
                     awaiting_since=stream.awaiting_since,
                 )
                 if reason is not None:
-                    payload, data = encode_data({"reason": reason})
-                    self._terminate(run_id, StreamStatus.ERRORED, DEAD_LETTER_EVENT, payload, data)
+                    payload = encode_data({"reason": reason})
+                    self._terminate(run_id, StreamStatus.ERRORED, DEAD_LETTER_EVENT, payload)
             elif limits.terminal_expired(
                 now,
                 ended_at=stream.ended_at,
