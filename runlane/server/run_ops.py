@@ -36,6 +36,7 @@ from runlane.runtime.stream_bridge import (
 )
 from runlane.runtime.stream_bridge.base import parse_cursor
 from runlane.server.keepalive import KeepAliveJSONResponse
+from runlane.server.metrics import RUNS_CREATED
 from runlane.server.models import RunCreate, server_config
 from runlane.server.services import Services
 from runlane.server.sse import EventStreamResponse, mode_filter
@@ -134,22 +135,22 @@ async def admit_run(
         )
     assistant = await _assistant(services, body.assistant_id)
     tid = thread_id or str(uuid.uuid4())
+    # As the reference does, a thread remembers the graph and assistant of its runs.
+    stamp = {"graph_id": assistant["graph_id"], "assistant_id": assistant["assistant_id"]}
     created = False
+    thread = None if stateless else await services.threads.get(tid, user_id=user_id)
     if stateless:
-        await services.threads.create(tid, user_id=user_id, metadata={}, if_exists="raise")
+        await services.threads.create(tid, user_id=user_id, metadata=stamp, if_exists="raise")
         created = True
-    elif await services.threads.get(tid, user_id=user_id) is None:
+    elif thread is None:
         if body.if_not_exists != "create":
             raise ThreadNotFoundError(
                 f"no thread has the id {tid!r} (pass if_not_exists='create' to create it)"
             )
-        await services.threads.create(
-            tid,
-            user_id=user_id,
-            metadata={"graph_id": assistant["graph_id"]},
-            if_exists="do_nothing",
-        )
+        await services.threads.create(tid, user_id=user_id, metadata=stamp, if_exists="do_nothing")
         created = True
+    elif any(thread["metadata"].get(key) != value for key, value in stamp.items()):
+        await services.threads.update(tid, metadata=stamp, user_id=user_id)
     run_id = str(uuid.uuid4())
     config = server_config(
         _merge(assistant.get("config"), body.config),
@@ -197,6 +198,7 @@ async def admit_run(
         logger.exception("run %s: submit failed; cancelling it", record.run_id)
         await services.manager.cancel(record.run_id)
         raise
+    RUNS_CREATED.inc()
     return record
 
 
