@@ -4,8 +4,9 @@
   --host 127.0.0.1 --port <free>`` started in a temporary folder holding a copy
   of the example ``langgraph.json`` (plus the test graphs ``nested``, ``gate``
   and ``ticker`` from ``tests/e2e/graphs/``), with ``RUNLANE_DATA_DIR`` in a
-  fresh directory. Ready once ``GET /ok`` answers; stopped with SIGTERM, and
-  the stop must be clean (exit code 0, no error-level log line).
+  fresh directory (a module's ``SERVER_ENV`` adds settings). Ready once
+  ``GET /ok`` answers; stopped with SIGTERM, and the stop must be clean
+  (exit code 0, no error-level log line).
 - ``client``: a ``langgraph_sdk`` client for that server, closed after the test.
 - ``node_project``: the JS client's Node project under ``tests/e2e/js``
   (``npm ci`` once per session if ``node_modules`` is missing). Without
@@ -86,11 +87,21 @@ def _write_project(folder: Path) -> Path:
 def _server_command(port: int) -> list[str]:
     script = Path(sys.executable).with_name("runlane")
     base = [str(script)] if script.exists() else [sys.executable, "-m", "runlane.cli"]
-    return [*base, "serve", "--config", "langgraph.json", "--host", "127.0.0.1", "--port", str(port)]
+    return [
+        *base,
+        "serve",
+        "--config",
+        "langgraph.json",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
 
 
-def _server_env(data_dir: Path) -> dict[str, str]:
+def _server_env(data_dir: Path, extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNLANE_")}
+    env.update(extra)
     env["RUNLANE_DATA_DIR"] = str(data_dir)
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -166,8 +177,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """A real ``runlane serve`` process for this test module."""
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """A real ``runlane serve`` process for this test module.
+
+    A module may set ``SERVER_ENV = {"RUNLANE_...": "..."}`` to configure its server.
+    """
+    extra_env = dict(getattr(request.module, "SERVER_ENV", {}))
     root = tmp_path_factory.mktemp("runlane-e2e")
     workdir = root / "project"
     _write_project(workdir)
@@ -182,7 +199,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         proc = subprocess.Popen(
             _server_command(port),
             cwd=workdir,
-            env=_server_env(data_dir),
+            env=_server_env(data_dir, extra_env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

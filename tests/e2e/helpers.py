@@ -56,6 +56,13 @@ async def read_until(stream: AsyncIterator[Any], predicate: Any) -> list[Any]:
     raise AssertionError(f"stream ended before the awaited part; got {events(parts)}")
 
 
+async def first_part(stream: AsyncIterator[Any]) -> Any:
+    """Open a stream and return its first part (closing it); bounded in time."""
+    with anyio.fail_after(STREAM_TIMEOUT_S):
+        async with contextlib.aclosing(stream) as opened:  # type: ignore[type-var]
+            return await anext(opened)
+
+
 def events(parts: list[Any]) -> list[str]:
     return [part.event for part in parts]
 

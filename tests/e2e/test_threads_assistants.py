@@ -9,7 +9,7 @@ import httpx
 import pytest
 from langgraph_sdk.errors import ConflictError, NotFoundError, UnprocessableEntityError
 
-from tests.e2e.helpers import human
+from tests.e2e.helpers import first_part, human
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +27,8 @@ async def test_thread_create_get_update_delete(client: Any) -> None:
     assert created["status"] == "idle"
     assert created["metadata"] == {"owner": "e2e", "marker": marker}
     for key in ("created_at", "updated_at"):
-        assert isinstance(created[key], str) and created[key]
+        assert isinstance(created[key], str)
+        assert created[key]
 
     fetched = await client.threads.get(tid)
     assert fetched["thread_id"] == tid
@@ -149,9 +150,8 @@ async def test_assistant_schemas(client: Any) -> None:
     state_props = schemas["state_schema"]["properties"]
     assert "messages" in state_props
     context = schemas.get("context_schema")
-    assert context is not None and "signature" in context.get("properties", {}), (
-        "the agent's context_schema (AgentContext) is exposed"
-    )
+    assert context is not None, "the agent's context_schema (AgentContext) is exposed"
+    assert "signature" in context.get("properties", {})
 
 
 async def test_assistant_graph_drawing(client: Any) -> None:
@@ -176,9 +176,8 @@ async def test_unknown_thread_is_not_found_everywhere(client: Any) -> None:
         await client.threads.get_state(missing)
     with pytest.raises(NotFoundError):
         await client.runs.create(missing, "agent", input=human("hi"))
-    with pytest.raises(NotFoundError):
-        async for _part in client.runs.stream(missing, "agent", input=human("hi")):
-            pytest.fail("a stream for a missing thread must fail before the first event")
+    with pytest.raises(NotFoundError):  # before any event
+        await first_part(client.runs.stream(missing, "agent", input=human("hi")))
     with pytest.raises(httpx.HTTPStatusError) as caught:
         await client.runs.wait(missing, "agent", input=human("hi"))
     assert caught.value.response.status_code == 404

@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import operator
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
@@ -38,9 +38,9 @@ class GateState(TypedDict, total=False):
 async def hold(state: GateState) -> dict[str, Any]:
     label = state.get("label", "?")
     get_stream_writer()({"waiting": label})
-    gate = Path(state["gate"])
+    gate = anyio.Path(state["gate"])
     deadline = time.monotonic() + GATE_LIMIT_S
-    while not gate.exists():
+    while not await gate.exists():
         if time.monotonic() > deadline:
             raise TimeoutError(f"gate {gate} was never opened")
         await asyncio.sleep(GATE_POLL_S)

@@ -8,8 +8,7 @@ shows which graph a chunk came from.
 
 from __future__ import annotations
 
-import operator
-from typing import Annotated, Any
+from typing import Any
 
 from langgraph.config import get_stream_writer
 from langgraph.graph import END, START, StateGraph
@@ -18,13 +17,13 @@ from typing_extensions import TypedDict
 
 class NestedState(TypedDict, total=False):
     text: str
-    trail: Annotated[list[str], operator.add]
+    trail: list[str]  # overwritten, not added: the subgraph hands back the whole trail
 
 
 def _step(name: str, transform: Any) -> Any:
     def node(state: NestedState) -> dict[str, Any]:
         get_stream_writer()({"node": name})
-        return {"text": transform(state.get("text", "")), "trail": [name]}
+        return {"text": transform(state.get("text", "")), "trail": [*state.get("trail", []), name]}
 
     node.__name__ = name
     return node
