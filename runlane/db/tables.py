@@ -1,6 +1,7 @@
 """The database schema as SQLAlchemy Core tables.
 
-``runs``, ``threads``, ``assistants`` and ``assistant_versions``.
+``runs``, ``threads``, ``assistants``, ``assistant_versions``, ``run_events``
+and ``event_seq``.
 
 This module is the single description of table, column and index names. The
 Alembic migrations create the same schema explicitly (they never import this
@@ -20,6 +21,16 @@ across processes and is what makes admission atomic under concurrency.
 ``assistant_versions`` keeps every version ever written (the current one
 included), so an older one can be made current again. Deleting an assistant
 deletes its versions.
+
+``run_events`` is the durable event log (:mod:`runlane.runtime.events`); its
+primary key ``(thread_id, seq)`` makes a seq unique per thread. ``event_seq``
+holds one counter row per thread, advanced by a single upsert that reserves
+the seqs of a batch, so concurrent writers never compute ``max(seq) + 1``.
+The partial unique index ``uq_run_events_singleton`` allows at most one event
+per ``(run_id, event_type)`` among those written by ``put_if_absent``
+(``singleton`` true). ``content`` is the JSON text of the value (str included),
+in a ``Text`` column: JSONB would reorder a dict's keys, and SQLite gives a
+column declared ``JSON`` numeric affinity, which would turn ``"42"`` into 42.
 """
 
 from __future__ import annotations
@@ -58,7 +69,9 @@ __all__ = [
     "THREAD_STATUS_VALUES",
     "assistant_versions",
     "assistants",
+    "event_seq",
     "metadata",
+    "run_events",
     "runs",
     "threads",
 ]
@@ -193,4 +206,47 @@ assistant_versions = Table(
     Column("name", Text),
     Column("description", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+run_events = Table(
+    "run_events",
+    metadata,
+    Column("thread_id", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("run_id", String(64), nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("category", String(16), nullable=False),
+    Column("content", Text, nullable=False),
+    Column("metadata", _json(), nullable=False),
+    Column("user_id", String(64)),
+    Column("singleton", Boolean, nullable=False, server_default=false()),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+Index(
+    "ix_run_events_thread_id_category_seq",
+    run_events.c.thread_id,
+    run_events.c.category,
+    run_events.c.seq,
+)
+Index(
+    "ix_run_events_thread_id_run_id_seq",
+    run_events.c.thread_id,
+    run_events.c.run_id,
+    run_events.c.seq,
+)
+Index(
+    "uq_run_events_singleton",
+    run_events.c.run_id,
+    run_events.c.event_type,
+    unique=True,
+    sqlite_where=run_events.c.singleton,
+    postgresql_where=run_events.c.singleton,
+)
+
+event_seq = Table(
+    "event_seq",
+    metadata,
+    Column("thread_id", String(64), primary_key=True),
+    Column("next_seq", BigInteger, nullable=False),
 )

@@ -29,7 +29,7 @@ from runlane.runtime.runs.retry import is_unique_violation
 
 pytestmark = pytest.mark.anyio
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -69,7 +69,15 @@ async def test_upgrade_creates_tables_and_indexes(engine: AsyncEngine) -> None:
     await migrate.upgrade_async(engine)
 
     tables = set(await _inspect(engine, lambda i: i.get_table_names()))
-    assert {"runs", "threads", "assistants", "assistant_versions", "alembic_version"} <= tables
+    assert {
+        "runs",
+        "threads",
+        "assistants",
+        "assistant_versions",
+        "run_events",
+        "event_seq",
+        "alembic_version",
+    } <= tables
     columns = {c["name"] for c in await _inspect(engine, lambda i: i.get_columns("runs"))}
     assert columns == {c.name for c in runs.columns}
     indexes = {ix["name"]: ix for ix in await _inspect(engine, lambda i: i.get_indexes("runs"))}
@@ -134,7 +142,8 @@ async def test_downgrade_removes_everything(engine: AsyncEngine) -> None:
     await migrate.downgrade_async(engine, "base")
 
     tables = set(await _inspect(engine, lambda i: i.get_table_names()))
-    assert not {"runs", "threads", "assistants", "assistant_versions"} & tables
+    every = {"runs", "threads", "assistants", "assistant_versions", "run_events", "event_seq"}
+    assert not every & tables
     assert await _version(engine) is None
     await migrate.upgrade_async(engine)  # and back up again
     assert await _version(engine) == HEAD
@@ -147,8 +156,30 @@ async def test_downgrade_to_0001_drops_only_the_assistant_tables(engine: AsyncEn
 
     tables = set(await _inspect(engine, lambda i: i.get_table_names()))
     assert {"runs", "threads"} <= tables
-    assert not {"assistants", "assistant_versions"} & tables
+    assert not {"assistants", "assistant_versions", "run_events", "event_seq"} & tables
     assert await _version(engine) == "0001"
+
+
+async def test_downgrade_to_0002_drops_only_the_event_tables(engine: AsyncEngine) -> None:
+    await migrate.upgrade_async(engine)
+
+    await migrate.downgrade_async(engine, "0002")
+
+    tables = set(await _inspect(engine, lambda i: i.get_table_names()))
+    assert {"runs", "threads", "assistants", "assistant_versions"} <= tables
+    assert not {"run_events", "event_seq"} & tables
+    assert await _version(engine) == "0002"
+
+
+async def test_event_singleton_index_is_partial(engine: AsyncEngine) -> None:
+    await migrate.upgrade_async(engine)
+    indexes = {
+        ix["name"]: ix for ix in await _inspect(engine, lambda i: i.get_indexes("run_events"))
+    }
+    singleton = indexes["uq_run_events_singleton"]
+    assert singleton["unique"]
+    assert singleton["column_names"] == ["run_id", "event_type"]
+    assert "singleton" in str(singleton["dialect_options"][f"{engine.dialect.name}_where"])
 
 
 async def test_migrated_schema_matches_tables_module(engine: AsyncEngine) -> None:
