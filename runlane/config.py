@@ -31,6 +31,9 @@ setting                  environment                     default
 ``max_body_bytes``       ``RUNLANE_MAX_BODY_BYTES``      10 MiB; larger bodies get HTTP 413
 ``lease_ttl``            ``RUNLANE_LEASE_TTL``           ``30`` s
 ``run_eviction_delay``   ``RUNLANE_RUN_EVICTION_DELAY``  ``60`` s a finished run stays in memory
+``event_store``          ``RUNLANE_EVENT_STORE``         ``sql`` (the run store's database);
+                                                         ``jsonl`` (files under
+                                                         ``<data_dir>/events``) or ``memory``
 ``log_level``            ``RUNLANE_LOG_LEVEL``           ``info``
 ``log_format``           ``RUNLANE_LOG_FORMAT``          ``json`` (or ``text``)
 =======================  ==============================  ================================
@@ -85,6 +88,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     lease_ttl: float = Field(default=30.0, gt=0)
     run_eviction_delay: float = Field(default=60.0, ge=0)
+    event_store: Literal["sql", "jsonl", "memory"] = "sql"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "text"] = "json"
 
@@ -127,8 +131,9 @@ class Settings(BaseSettings):
     def check_deployment(self) -> None:
         """Refuse setups that would lose or duplicate work across processes.
 
-        Several workers need a shared database (PostgreSQL) and a shared
-        stream bridge (Redis): SQLite and in-memory streams are per process.
+        Several workers need a shared database (PostgreSQL), a shared
+        stream bridge (Redis) and the SQL event store: SQLite, in-memory
+        streams and the memory/JSONL event stores are per process.
         """
         if self.workers <= 1:
             return
@@ -139,6 +144,10 @@ class Settings(BaseSettings):
             )
         if not self.redis_url:
             missing.append("RUNLANE_REDIS_URL=redis://... (in-memory streams are one process only)")
+        if self.event_store != "sql":
+            missing.append(
+                f"RUNLANE_EVENT_STORE=sql (the {self.event_store} event store is one process only)"
+            )
         if missing:
             raise ConfigurationError(
                 f"{self.workers} workers need shared storage; set " + " and ".join(missing)

@@ -5,7 +5,9 @@ model streams a short sentence and calls the ``count_words`` tool; the tool
 reports progress on the ``custom`` stream; the model then streams its answer.
 Every stream mode (``values``, ``updates``, ``messages-tuple``, ``custom``)
 shows something, and the text of every message is a pure function of the
-input (message ids are generated, as with a real model).
+input (message ids are generated, as with a real model). Each reply reports
+``usage_metadata`` (one token per word: the conversation in, the reply out) and
+``response_metadata["model_name"]`` (``MODEL_NAME``), as a real model's would.
 
 ``hitl_graph`` (id ``hitl``): proposes an action, pauses with ``interrupt()``
 for a decision, and on resume approves (``"yes"``, ``True``,
@@ -28,6 +30,7 @@ from langchain_core.messages import (
     ToolCallChunk,
     ToolMessage,
 )
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.tools import tool
 from langgraph.config import get_stream_writer
@@ -39,6 +42,7 @@ from langgraph.types import interrupt
 from typing_extensions import TypedDict
 
 __all__ = [
+    "MODEL_NAME",
     "AgentContext",
     "ReviewState",
     "ScriptedChatModel",
@@ -49,7 +53,12 @@ __all__ = [
     "propose",
     "reply_to",
     "review",
+    "usage_for",
 ]
+
+
+MODEL_NAME = "runlane-scripted-1"
+"""The model name the scripted chat model reports in ``response_metadata``."""
 
 
 class AgentContext(TypedDict, total=False):
@@ -89,7 +98,10 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=reply_to(messages))])
+        reply = reply_to(messages)
+        reply.usage_metadata = usage_for(messages, reply)
+        reply.response_metadata = {"model_name": MODEL_NAME}
+        return ChatResult(generations=[ChatGeneration(message=reply)])
 
     def _stream(
         self,
@@ -114,6 +126,21 @@ class ScriptedChatModel(BaseChatModel):
             if run_manager is not None:
                 run_manager.on_llm_new_token("", chunk=chunk)
             yield chunk
+        # The usage and the model name arrive last, as with a real streaming model.
+        last = AIMessageChunk(
+            content="",
+            usage_metadata=usage_for(messages, reply),
+            response_metadata={"model_name": MODEL_NAME},
+            chunk_position="last",
+        )
+        yield ChatGenerationChunk(message=last)
+
+
+def usage_for(messages: Sequence[BaseMessage], reply: AIMessage) -> UsageMetadata:
+    """The scripted model's token usage: one token per word, the conversation in, the reply out."""
+    inp = sum(len(m.text.split()) for m in messages)
+    out = len(reply.text.split())
+    return UsageMetadata(input_tokens=inp, output_tokens=out, total_tokens=inp + out)
 
 
 def reply_to(messages: Sequence[BaseMessage]) -> AIMessage:

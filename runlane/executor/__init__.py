@@ -5,6 +5,8 @@
 - ``serialize``: one-pass JSON encoding of LangChain/LangGraph objects;
 - ``streaming``: stream-mode mapping and the wait/join output;
 - ``finalize``: the ordered finalisation pipeline;
+- ``journal``: :class:`RunJournal`, a run's producer for the event log
+  (``journal_writer``: its batching writer; ``journal_fields``: its parsing);
 - ``state``: ThreadState helpers (state, history, update, copy, delete) for the HTTP layer;
 - ``views``: :class:`ThreadViews`, a thread's graph, state, status and a run's wait output;
 - ``executor``: :class:`RunExecutor`.

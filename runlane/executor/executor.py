@@ -9,7 +9,9 @@ Sequence of one run (see :meth:`RunExecutor.submit` and :meth:`RunExecutor.work`
 2. ``work``: wait ``after_seconds`` (abortable), open the graph bound to the
    checkpointer, note the rollback point, stream every chunk to the bridge
    (each encoded once), then run the finalisation pipeline
-   (:mod:`runlane.executor.finalize`).
+   (:mod:`runlane.executor.finalize`). With an event store, a
+   :class:`~runlane.executor.journal.RunJournal` callback handler records
+   the run into the event log; the pipeline flushes it first.
 3. Cancellation arrives as the manager cancelling the task. ``interrupt``
    keeps the checkpoints written so far; ``rollback`` restores the thread's
    pre-run checkpoint state and deletes the run's row after the terminal
@@ -41,12 +43,15 @@ from runlane.executor.finalize import (
     message_stats,
     run_finalization,
 )
+from runlane.executor.journal import RunJournal
+from runlane.executor.journal_writer import WriterLimits
 from runlane.executor.request import RunRequest, build_config, build_input
 from runlane.executor.serialize import fragment
 from runlane.executor.state import delete_thread_checkpoints, thread_config
 from runlane.executor.streaming import ChunkMapper, iterate_chunks, plan_stream
 from runlane.executor.views import ThreadViews
 from runlane.graphs.registry import GraphRegistry
+from runlane.runtime.events.base import EventStore
 from runlane.runtime.runs.manager import RunManager
 from runlane.runtime.runs.schemas import TERMINAL_STATUSES, CancelAction, RunRecord, RunStatus
 from runlane.runtime.stream_bridge.base import StreamBridge
@@ -71,8 +76,12 @@ class RunExecutor:
         checkpointer: BaseCheckpointSaver[Any],
         threads: ThreadStore,
         store: BaseStore | None = None,
+        events: EventStore | None = None,
+        journal_limits: WriterLimits | None = None,
     ) -> None:
         self._manager = manager
+        self._events = events
+        self._journal_limits = journal_limits
         self._bridge = bridge
         self._registry = registry
         self._checkpointer = checkpointer
@@ -94,6 +103,7 @@ class RunExecutor:
         # (multitask interrupt/rollback) starts at once, so it first waits
         # here until the pre-empted work has finished rolling back.
         self._executing: dict[str, dict[str, asyncio.Future[None]]] = {}
+        self._journals: dict[str, RunJournal] = {}  # until their run's finalisation
 
     # -- submitting -------------------------------------------------------------
 
@@ -190,6 +200,7 @@ class RunExecutor:
         point: RollbackPoint | None = None
         request: RunRequest | None = None
         counter = UsageCounter()
+        journal: RunJournal | None = None
         cancelled = False
         try:
             if prior:
@@ -200,7 +211,10 @@ class RunExecutor:
             config = build_config(
                 request, thread_id=record.thread_id, run_id=record.run_id, user_id=record.user_id
             )
-            config["callbacks"] = [counter]
+            if self._events is not None:
+                journal = RunJournal.for_run(self._events, record, request, self._journal_limits)
+                self._journals[record.run_id] = journal
+            config["callbacks"] = [journal if journal is not None else counter]
             plan = plan_stream(request.stream_mode, request.stream_subgraphs)
             async with self._registry.graph_for_run(
                 request.graph_id, config, checkpointer=self._checkpointer, store=self._store
@@ -221,6 +235,8 @@ class RunExecutor:
             cancelled = True
         except Exception as exc:
             status, error = RunStatus.error, str(exc)
+            if journal is not None:
+                journal.record_error(exc)
             await self._publish_error(record.run_id, exc)
         stats.update(counter.stats())
         finish = self._finish(
@@ -305,6 +321,7 @@ class RunExecutor:
             waiting=is_waiting,
             error=error if error is not None else (record.error if cancelled else None),
             stats=stats,
+            journal=self._journals.pop(record.run_id, None),
         )
         await run_finalization(ctx)
         await self._after_terminal(record, request, rolled_back=rolled_back)
@@ -312,7 +329,7 @@ class RunExecutor:
     async def _after_terminal(
         self, record: RunRecord, request: RunRequest | None, *, rolled_back: bool
     ) -> None:
-        """Deletions that follow the terminal entry: the rolled-back run, a temporary thread."""
+        """Deletions after the terminal entry: a rolled-back run, a temporary thread (+ events)."""
         try:
             if request is not None and request.temporary:
                 await delete_thread_checkpoints(self._checkpointer, record.thread_id)
@@ -320,8 +337,12 @@ class RunExecutor:
                 for other in await self._manager.list_by_thread(record.thread_id):
                     if not other.is_active:
                         await self._delete_run(other.run_id)
+                if self._events is not None:
+                    await self._events.delete_by_thread(record.thread_id)
             elif rolled_back:
                 await self._delete_run(record.run_id)
+                if self._events is not None:
+                    await self._events.delete_by_run(record.thread_id, record.run_id)
         except Exception:
             logger.exception("run %s: cleanup after the terminal entry failed", record.run_id)
 

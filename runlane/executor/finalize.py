@@ -1,5 +1,8 @@
 """The finalisation pipeline every run goes through, in a fixed order.
 
+0. :func:`flush_journal`: the run journal (when the run has one) is flushed
+   to the event log within its deadline, its delivery receipt written, and
+   its counters become the completion statistics.
 1. :func:`compare_and_set_status`: the run's terminal status, as a
    compare-and-set through the manager (a cancel that won stays).
 2. :func:`record_completion`: completion statistics on the run row.
@@ -21,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -34,6 +37,9 @@ from runlane.runtime.runs.schemas import TERMINAL_STATUSES, RunStatus
 from runlane.runtime.stream_bridge.base import StreamBridge, StreamStatus
 from runlane.runtime.threads.base import ThreadStatus, ThreadStore
 
+if TYPE_CHECKING:
+    from runlane.executor.journal import RunJournal
+
 __all__ = [
     "LAST_AI_MESSAGE_LIMIT",
     "PIPELINE",
@@ -41,6 +47,7 @@ __all__ = [
     "Step",
     "UsageCounter",
     "compare_and_set_status",
+    "flush_journal",
     "message_stats",
     "publish_terminal_entry",
     "record_completion",
@@ -146,7 +153,8 @@ class FinalizeContext:
     ``status``/``error`` are the outcome the run proposes; step 1 replaces
     them with what the store holds. ``stats`` None skips step 2 (a run that
     never started). ``waiting`` says whether the thread's latest checkpoint
-    has ``next`` nodes or interrupts.
+    has ``next`` nodes or interrupts. ``journal`` is the run's event-log
+    producer, if it has one (step 0).
     """
 
     run_id: str
@@ -158,12 +166,24 @@ class FinalizeContext:
     waiting: Callable[[], Awaitable[bool]]
     error: str | None = None
     stats: dict[str, Any] | None = None
+    journal: RunJournal | None = None
     thread_status: ThreadStatus | None = None
     terminal_id: str | None = None
     failed_steps: list[str] = field(default_factory=list)
 
 
 Step = Callable[[FinalizeContext], Awaitable[None]]
+
+
+async def flush_journal(ctx: FinalizeContext) -> None:
+    """Step 0: flush the run journal, write its receipt; its counters become ``ctx.stats``."""
+    if ctx.journal is None:
+        return
+    try:
+        await ctx.journal.finish(status=ctx.status.value, error=ctx.error)
+    finally:
+        if ctx.stats is not None:
+            ctx.stats.update(ctx.journal.completion_stats())
 
 
 async def compare_and_set_status(ctx: FinalizeContext) -> None:
@@ -211,6 +231,7 @@ async def publish_terminal_entry(ctx: FinalizeContext) -> None:
 
 
 PIPELINE: tuple[Step, ...] = (
+    flush_journal,
     compare_and_set_status,
     record_completion,
     update_thread_status,

@@ -5,7 +5,8 @@ reverse, also when a later step fails):
 
 1. the database engine; SQLite is migrated to the newest schema, Postgres
    must already be current (``runlane migrate``) or the start is refused;
-2. the run, thread and assistant stores (SQL);
+2. the run, thread and assistant stores (SQL), and the run event store
+   (``event_store``: SQL on the same engine by default);
 3. the stream bridge (memory, or Redis when ``redis_url`` is set) with the
    limits from the settings, started;
 4. the checkpointer (``open_checkpointer``);
@@ -68,9 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
-    from runlane.server.routes import assistants, runs, stateless, system, threads
+    from runlane.server.routes import assistants, events, runs, stateless, system, threads
 
-    for module in (system, assistants, threads, runs, stateless):
+    for module in (system, assistants, threads, runs, stateless, events):
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
@@ -129,6 +130,20 @@ def _bridge(settings: Settings) -> Any:
     return MemoryStreamBridge(**limits)
 
 
+def _event_store(settings: Settings, engine: AsyncEngine) -> Any:
+    if settings.event_store == "memory":
+        from runlane.runtime.events.memory import MemoryEventStore
+
+        return MemoryEventStore()
+    if settings.event_store == "jsonl":
+        from runlane.runtime.events.jsonl import JsonlEventStore
+
+        return JsonlEventStore(settings.data_dir / "events")
+    from runlane.runtime.events.sql import SqlEventStore
+
+    return SqlEventStore(engine)
+
+
 def _sqlite_dirs(settings: Settings) -> None:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     database = make_url(settings.database_url).database
@@ -167,6 +182,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         stack.push_async_callback(threads.close)
         assistants = SqlAssistantStore(engine)
         stack.push_async_callback(assistants.close)
+        events = _event_store(settings, engine)
+        stack.push_async_callback(events.close)
 
         bridge = _bridge(settings)
         stack.push_async_callback(bridge.close)
@@ -190,6 +207,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             registry=registry,
             checkpointer=checkpointer,
             threads=threads,
+            events=events,
         )
         # Closed after the manager: runs the manager interrupts still finish
         # through the executor (status, thread, terminal stream entry).
@@ -207,6 +225,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             registry=registry,
             manager=manager,
             executor=executor,
+            events=events,
         )
         await _recover_orphans(services)
         await manager.start_lease_keeper()

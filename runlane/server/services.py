@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from runlane.executor.executor import RunExecutor
     from runlane.graphs.registry import GraphRegistry
     from runlane.runtime.assistants.base import AssistantStore
+    from runlane.runtime.events.base import EventStore
     from runlane.runtime.runs.manager import RunManager
     from runlane.runtime.runs.store.base import RunStore
     from runlane.runtime.stream_bridge.base import StreamBridge
@@ -37,6 +38,7 @@ class Services:
     registry: GraphRegistry
     manager: RunManager
     executor: RunExecutor
+    events: EventStore
 
 
 def get_services(request: Request) -> Services:

@@ -94,5 +94,6 @@ async def delete_thread_everywhere(services: Services, thread_id: str) -> None:
             await services.bridge.cleanup(record.run_id)
         records = await services.manager.list_by_thread(thread_id, limit=10_000)
     await services.checkpointer.adelete_thread(thread_id)
+    await services.events.delete_by_thread(thread_id)
     if not await services.threads.delete(thread_id):
         raise ThreadNotFoundError(f"no thread has the id {thread_id!r}")

@@ -65,7 +65,7 @@ async def svc() -> AsyncIterator[Services]:
 
 def test_the_pipeline_order() -> None:
     assert [step.__name__ for step in PIPELINE] == [
-        "compare_and_set_status", "record_completion", "update_thread_status",
+        "flush_journal", "compare_and_set_status", "record_completion", "update_thread_status",
         "publish_terminal_entry",
     ]
 
