@@ -89,6 +89,11 @@ def create_engine(
 
     @event.listens_for(engine.sync_engine, "connect")
     def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's own BEGIN is deferred: a transaction that reads first
+        # and writes later fails at once with "database is locked" when
+        # another writer got in between, without waiting for busy_timeout.
+        # runlane begins every transaction itself (see _begin below).
+        dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
             # journal_mode is persistent in the file; the others are per connection.
@@ -101,5 +106,12 @@ def create_engine(
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Any) -> None:
+        # IMMEDIATE takes the write lock up front, so a busy database makes the
+        # transaction wait (busy_timeout) instead of failing half-way. In WAL
+        # mode readers outside transactions are never blocked by it.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -38,7 +39,9 @@ from langgraph.store.base import BaseStore
 
 from runlane.executor.checkpointer import RollbackPoint, capture_rollback_point, rollback_run
 from runlane.executor.finalize import (
+    PIPELINE,
     FinalizeContext,
+    Step,
     UsageCounter,
     message_stats,
     run_finalization,
@@ -165,8 +168,8 @@ class RunExecutor:
             waiting=lambda: self.views.thread_waiting(record.thread_id, graph_id),
             error=record.error,
         )
-        await run_finalization(ctx)
-        await self._after_terminal(record, request, rolled_back=self._rollback_requested(record))
+        await run_finalization(ctx, self._steps(record, self._rollback_requested(record)))
+        await self._after_terminal(record, request)
 
     @staticmethod
     def _rollback_requested(record: RunRecord) -> bool:
@@ -323,13 +326,24 @@ class RunExecutor:
             stats=stats,
             journal=self._journals.pop(record.run_id, None),
         )
-        await run_finalization(ctx)
-        await self._after_terminal(record, request, rolled_back=rolled_back)
+        await run_finalization(ctx, self._steps(record, rolled_back))
+        await self._after_terminal(record, request)
 
-    async def _after_terminal(
-        self, record: RunRecord, request: RunRequest | None, *, rolled_back: bool
-    ) -> None:
-        """Deletions after the terminal entry: a rolled-back run, a temporary thread (+ events)."""
+    def _steps(self, record: RunRecord, rolled_back: bool) -> Sequence[Step]:
+        """The finalisation pipeline; a rolled-back run is deleted before its terminal entry,
+        so a client that sees the stream end never finds the run again."""
+        if not rolled_back:
+            return PIPELINE
+
+        async def delete_rolled_back_run(ctx: FinalizeContext) -> None:
+            await self._delete_run(record.run_id)
+            if self._events is not None:
+                await self._events.delete_by_run(record.thread_id, record.run_id)
+
+        return (*PIPELINE[:-1], delete_rolled_back_run, PIPELINE[-1])
+
+    async def _after_terminal(self, record: RunRecord, request: RunRequest | None) -> None:
+        """Deletions after the terminal entry: a temporary thread, its runs and events."""
         try:
             if request is not None and request.temporary:
                 await delete_thread_checkpoints(self._checkpointer, record.thread_id)
@@ -339,10 +353,6 @@ class RunExecutor:
                         await self._delete_run(other.run_id)
                 if self._events is not None:
                     await self._events.delete_by_thread(record.thread_id)
-            elif rolled_back:
-                await self._delete_run(record.run_id)
-                if self._events is not None:
-                    await self._events.delete_by_run(record.thread_id, record.run_id)
         except Exception:
             logger.exception("run %s: cleanup after the terminal entry failed", record.run_id)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -304,3 +306,22 @@ async def test_shutdown_ends_the_streams_of_running_and_queued_runs(stack: Stack
     assert [e.event for e in await stack.events(queued.run_id)] == ["metadata", "cancel"]
     assert (await stack.events(running.run_id))[-1].event == "cancel"
     assert stack.gate.calls == 1
+
+
+async def test_a_rolled_back_run_is_gone_before_its_terminal_entry(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen_at_terminal: list[object] = []
+    publish_terminal = stack.bridge.publish_terminal
+
+    async def recording(run_id: str, kind: Any, data: Any = None) -> str:
+        seen_at_terminal.append(await stack.store.get(run_id))
+        return await publish_terminal(run_id, kind, data)
+
+    monkeypatch.setattr(stack.bridge, "publish_terminal", recording)
+    record = await stack.start("t1", "slow", input={"log": ["x"]})
+    with anyio.fail_after(10):
+        await stack.gate.started.wait()
+    assert await stack.manager.cancel(record.run_id, action="rollback")
+    assert (await stack.events(record.run_id))[-1].event == "cancel"
+    assert seen_at_terminal == [None]

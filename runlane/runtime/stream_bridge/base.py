@@ -74,11 +74,14 @@ TERMINAL_EVENTS: frozenset[str] = frozenset({*TERMINAL_EVENT_NAMES.values(), DEA
 
 def _dumps(data: Any) -> bytes:
     try:
-        return orjson.dumps(data)
+        encoded = orjson.dumps(data)
     except TypeError as exc:
         raise EventDataError(
             f"stream event data is not JSON-serialisable ({exc}); publish only JSON values"
         ) from exc
+    # orjson's result keeps its whole working buffer (4 KiB for a tiny event);
+    # a retained log of them would cost 4 KiB per event. An exact copy is cheap.
+    return memoryview(encoded).tobytes()
 
 
 _UNDECODED: Any = object()
