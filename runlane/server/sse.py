@@ -24,8 +24,9 @@ frames already waiting in one ``http.response.body`` message, so a burst
 costs one send, while the producer pauses once :data:`HIGH_WATER` bytes wait
 (a slow client costs at most one batch of memory). A third task listens for
 ``http.disconnect``, so a departed client is noticed at once, not at the
-next write. Every send runs under ``send_timeout``: a client that stops
-reading is dropped instead of pinning the task.
+next write. A watchdog drops a client whose send has not finished for a
+whole ``send_timeout`` (one timer per period, not one per send), so a client
+that stops reading cannot pin the task.
 
 ``on_disconnect`` runs (shielded) when the client left, or was dropped for
 not reading, before the terminal entry was written; the routes pass it only
@@ -210,6 +211,8 @@ class EventStreamResponse(Response):
         self.completed = False  # the terminal entry was queued
         self.disconnected = False
         self.timed_out = False
+        self._sending = False
+        self._sends = 0
         self.cursor_error: ValueError | None = None
         self._frames: list[bytes] = []
         self._size = 0
@@ -284,8 +287,25 @@ class EventStreamResponse(Response):
     # -- writer -----------------------------------------------------------------
 
     async def _send(self, send: Send, message: dict[str, Any]) -> None:
-        with anyio.fail_after(self.send_timeout):
-            await send(message)
+        self._sending = True
+        await send(message)
+        self._sending = False
+        self._sends += 1
+
+    async def _watch_sends(self, scope: anyio.CancelScope) -> None:
+        """Drop a client whose one send has not finished for a whole ``send_timeout``.
+
+        One timer per period instead of one per send: a stuck send is noticed
+        within one to two ``send_timeout`` periods.
+        """
+        while True:
+            seen = self._sends
+            await anyio.sleep(self.send_timeout)
+            if self._sending and self._sends == seen:
+                self.timed_out = True
+                logger.info("run %s: SSE client stopped reading; dropped", self.run_id)
+                scope.cancel()
+                return
 
     async def _write(self, send: Send) -> None:
         frames = self._frames
@@ -316,12 +336,9 @@ class EventStreamResponse(Response):
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._listen, receive, tg.cancel_scope)
+                tg.start_soon(self._watch_sends, tg.cancel_scope)
                 tg.start_soon(self._produce)
-                try:
-                    await self._respond(scope, receive, send)
-                except TimeoutError:
-                    self.timed_out = True
-                    logger.info("run %s: SSE client stopped reading; dropped", self.run_id)
+                await self._respond(scope, receive, send)
                 tg.cancel_scope.cancel()
         finally:
             if (self.disconnected or self.timed_out) and not self.completed:
