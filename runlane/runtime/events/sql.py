@@ -150,8 +150,6 @@ class SqlEventStore(EventStore):
 
     async def put_if_absent(self, event: NewEvent) -> dict[str, Any] | None:
         row = prepare(event, self.max_content_bytes)
-        if await self._retried(self._run_has_type, row):
-            return None
         try:
             await self._retried(self._write_singleton, row)
         except _Exists:
@@ -169,15 +167,12 @@ class SqlEventStore(EventStore):
             run_events.c.event_type == row["event_type"],
         )
 
-    async def _run_has_type(self, row: _Row) -> bool:
-        async with self._engine.connect() as conn:
-            return (await conn.execute(self._same_type(row).limit(1))).first() is not None
-
     async def _write_singleton(self, row: _Row) -> None:
         async with self._engine.begin() as conn:
             row["seq"] = await self._reserve(conn, row["thread_id"], 1)
             # The counter row is ours until commit: no writer of the thread
-            # can add an event between this check and the insert.
+            # can add an event between this check and the insert. A duplicate
+            # rolls back, and with it the seq it reserved.
             if (await conn.execute(self._same_type(row).limit(1))).first() is not None:
                 raise _Exists
             await conn.execute(insert(run_events), [_values(row, singleton=True)])
