@@ -7,7 +7,7 @@ orphans, leases and eviction in ``test_manager_recovery.py``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 from runlane.runtime import DisconnectMode, RunManager, RunStatus
 from runlane.runtime.runs.store.base import RunStore
 from runlane.runtime.runs.store.memory import MemoryRunStore
-from tests.runtime.runs._manager_support import STORE_KINDS, open_store, resolve_store_url
+from tests.runtime.runs._manager_support import STORE_KINDS, resolve_store_url
 
 pytestmark = pytest.mark.anyio
 
@@ -24,26 +24,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture(params=STORE_KINDS)
 def store_url(request: pytest.FixtureRequest) -> str | None:
     return resolve_store_url(request)
-
-
-@pytest.fixture
-async def store(store_url: str | None) -> AsyncIterator[RunStore]:
-    async with open_store(store_url) as run_store:
-        yield run_store
-
-
-@pytest.fixture
-async def make_manager(store: RunStore) -> AsyncIterator[Callable[..., RunManager]]:
-    managers: list[RunManager] = []
-
-    def factory(**options: Any) -> RunManager:
-        manager = RunManager(store, **options)
-        managers.append(manager)
-        return manager
-
-    yield factory
-    for manager in managers:
-        await manager.close()
 
 
 @pytest.fixture
@@ -103,8 +83,9 @@ async def test_unknown_run_reads_as_none(bare: RunManager) -> None:
     assert await bare.aget("no-such-run") is None
 
 
-async def test_model_name_reaches_the_store(make_manager: Callable[..., RunManager],
-                                            store: RunStore) -> None:
+async def test_model_name_reaches_the_store(
+    make_manager: Callable[..., RunManager], store: RunStore
+) -> None:
     manager = make_manager()
     run = await manager.create_or_reject(
         "conv-9", assistant_id="planner", model_name="vendor/model-x:1", metadata={"k": "v"}
@@ -244,8 +225,9 @@ async def test_a_run_from_an_earlier_process_is_read_from_the_store(
 
 async def test_rows_with_null_enums_read_with_safe_defaults() -> None:
     store = MemoryRunStore()
-    await store.put("nulls", thread_id="conv-1", status=None, on_disconnect=None,
-                    multitask_strategy=None)
+    await store.put(
+        "nulls", thread_id="conv-1", status=None, on_disconnect=None, multitask_strategy=None
+    )
     manager = RunManager(store)
 
     run = await manager.get("nulls")
@@ -329,10 +311,12 @@ async def test_listing_honours_the_limit(bare: RunManager) -> None:
 async def test_listing_merges_store_rows_with_local_records(
     make_manager: Callable[..., RunManager], store: RunStore
 ) -> None:
-    await store.put("older", thread_id="conv-1", status="success",
-                    created_at="2026-01-05T00:00:00+00:00")
-    await store.put("foreign", thread_id="conv-2", status="success",
-                    created_at="2026-01-06T00:00:00+00:00")
+    await store.put(
+        "older", thread_id="conv-1", status="success", created_at="2026-01-05T00:00:00+00:00"
+    )
+    await store.put(
+        "foreign", thread_id="conv-2", status="success", created_at="2026-01-06T00:00:00+00:00"
+    )
     manager = make_manager()
     local = await manager.create_or_reject("conv-1")
 
@@ -381,9 +365,7 @@ async def test_local_runs_are_invisible_to_other_users(bare: RunManager) -> None
     assert await bare.get(mine.run_id, user_id="alice") is mine
     assert await bare.get(mine.run_id, user_id="bob") is None
     assert await bare.get(mine.run_id) is mine
-    assert [r.run_id for r in await bare.list_by_thread("conv-1", user_id="alice")] == [
-        mine.run_id
-    ]
+    assert [r.run_id for r in await bare.list_by_thread("conv-1", user_id="alice")] == [mine.run_id]
     assert await bare.list_by_thread("conv-1", user_id="bob") == []
     assert await bare.cancel(mine.run_id, user_id="bob") is False
     assert mine.status is RunStatus.pending
@@ -392,10 +374,20 @@ async def test_local_runs_are_invisible_to_other_users(bare: RunManager) -> None
 async def test_store_runs_are_invisible_to_other_users(
     make_manager: Callable[..., RunManager], store: RunStore
 ) -> None:
-    await store.put("a-1", thread_id="conv-1", user_id="alice", status="success",
-                    created_at="2026-01-01T00:00:00+00:00")
-    await store.put("b-1", thread_id="conv-1", user_id="bob", status="success",
-                    created_at="2026-01-01T00:00:01+00:00")
+    await store.put(
+        "a-1",
+        thread_id="conv-1",
+        user_id="alice",
+        status="success",
+        created_at="2026-01-01T00:00:00+00:00",
+    )
+    await store.put(
+        "b-1",
+        thread_id="conv-1",
+        user_id="bob",
+        status="success",
+        created_at="2026-01-01T00:00:01+00:00",
+    )
     manager = make_manager()
 
     alice_run = await manager.get("a-1", user_id="alice")

@@ -7,7 +7,7 @@ Work is gated by events (``GatedWork``) as in ``test_manager_lanes.py``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,7 +19,6 @@ from tests.runtime.runs._manager_support import (
     STORE_KINDS,
     GatedWork,
     finish,
-    open_store,
     resolve_store_url,
     settle,
     wait_event,
@@ -36,29 +35,6 @@ def store_url(request: pytest.FixtureRequest) -> str | None:
     if request.param == "none":
         return "none"
     return resolve_store_url(request)
-
-
-@pytest.fixture
-async def store(store_url: str | None) -> AsyncIterator[RunStore | None]:
-    if store_url == "none":
-        yield None
-        return
-    async with open_store(store_url) as run_store:
-        yield run_store
-
-
-@pytest.fixture
-async def make_manager(store: RunStore | None) -> AsyncIterator[Callable[..., RunManager]]:
-    managers: list[RunManager] = []
-
-    def factory(**options: Any) -> RunManager:
-        manager = RunManager(store, **options)
-        managers.append(manager)
-        return manager
-
-    yield factory
-    for manager in managers:
-        await manager.close()
 
 
 async def _stored(store: RunStore | None, run_id: str) -> dict[str, Any] | None:
@@ -182,8 +158,13 @@ async def test_a_terminal_status_is_never_overwritten(
     await manager.set_status(run.run_id, RunStatus.running)
     assert await manager.set_status(run.run_id, RunStatus.success) is True
 
-    for late in (RunStatus.error, RunStatus.interrupted, RunStatus.running, RunStatus.pending,
-                 RunStatus.timeout):
+    for late in (
+        RunStatus.error,
+        RunStatus.interrupted,
+        RunStatus.running,
+        RunStatus.pending,
+        RunStatus.timeout,
+    ):
         assert await manager.set_status(run.run_id, late) is False
         assert run.status is RunStatus.success
     assert await manager.cancel(run.run_id) is False

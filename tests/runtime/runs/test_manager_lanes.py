@@ -8,7 +8,7 @@ order of events is decided by the test, never by timing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,6 @@ from tests.runtime.runs._manager_support import (
     FakeClock,
     GatedWork,
     finish,
-    open_store,
     resolve_store_url,
     row_count,
     settle,
@@ -42,29 +41,6 @@ def store_url(request: pytest.FixtureRequest) -> str | None:
     if request.param == "none":
         return "none"
     return resolve_store_url(request)
-
-
-@pytest.fixture
-async def store(store_url: str | None) -> AsyncIterator[RunStore | None]:
-    if store_url == "none":
-        yield None
-        return
-    async with open_store(store_url) as run_store:
-        yield run_store
-
-
-@pytest.fixture
-async def make_manager(store: RunStore | None) -> AsyncIterator[Callable[..., RunManager]]:
-    managers: list[RunManager] = []
-
-    def factory(**options: Any) -> RunManager:
-        manager = RunManager(store, **options)
-        managers.append(manager)
-        return manager
-
-    yield factory
-    for manager in managers:
-        await manager.close()
 
 
 async def _stored(store: RunStore | None, run_id: str) -> dict[str, Any] | None:

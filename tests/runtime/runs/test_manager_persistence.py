@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,6 @@ from runlane.runtime.runs.store.memory import MemoryRunStore
 from tests.runtime.runs._manager_support import (
     STORE_KINDS,
     CallCountingStore,
-    open_store,
     resolve_store_url,
 )
 
@@ -45,26 +44,6 @@ NO_WAIT = PersistenceRetryPolicy(max_attempts=4, initial_delay=0, max_delay=0)
 @pytest.fixture(params=STORE_KINDS)
 def store_url(request: pytest.FixtureRequest) -> str | None:
     return resolve_store_url(request)
-
-
-@pytest.fixture
-async def store(store_url: str | None) -> AsyncIterator[RunStore]:
-    async with open_store(store_url) as run_store:
-        yield run_store
-
-
-@pytest.fixture
-async def make_manager(store: RunStore) -> AsyncIterator[Callable[..., RunManager]]:
-    managers: list[RunManager] = []
-
-    def factory(**options: Any) -> RunManager:
-        manager = RunManager(store, **options)
-        managers.append(manager)
-        return manager
-
-    yield factory
-    for manager in managers:
-        await manager.close()
 
 
 # -- real driver errors ---------------------------------------------------------------
@@ -325,9 +304,12 @@ async def test_completion_statistics_land_on_an_existing_row(
     run = await manager.create_or_reject("conv-1")
     await manager.set_status(run.run_id, RunStatus.running)
 
-    assert await manager.update_run_completion(
-        run.run_id, status="success", total_tokens=5, first_human_message="hi"
-    ) is True
+    assert (
+        await manager.update_run_completion(
+            run.run_id, status="success", total_tokens=5, first_human_message="hi"
+        )
+        is True
+    )
 
     assert run.status is RunStatus.success
     assert run.total_tokens == 5

@@ -8,7 +8,7 @@ straight into the store with that process's owner id and lease.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,6 @@ from tests.runtime.runs._manager_support import (
     GatedWork,
     finish,
     iso,
-    open_store,
     resolve_store_url,
     settle,
     wait_event,
@@ -42,32 +41,13 @@ def store_url(request: pytest.FixtureRequest) -> str | None:
 
 
 @pytest.fixture
-async def store(store_url: str | None) -> AsyncIterator[RunStore]:
-    async with open_store(store_url) as run_store:
-        yield run_store
-
-
-@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
 
 @pytest.fixture
-async def make_manager(
-    store: RunStore, clock: FakeClock
-) -> AsyncIterator[Callable[..., RunManager]]:
-    managers: list[RunManager] = []
-
-    def factory(**options: Any) -> RunManager:
-        options.setdefault("clock", clock)
-        options.setdefault("lease_ttl", TTL)
-        manager = RunManager(store, **options)
-        managers.append(manager)
-        return manager
-
-    yield factory
-    for manager in managers:
-        await manager.close()
+def manager_options(clock: FakeClock) -> dict[str, Any]:
+    return {"clock": clock, "lease_ttl": TTL}
 
 
 async def _row(store: RunStore, run_id: str) -> dict[str, Any]:
@@ -77,13 +57,23 @@ async def _row(store: RunStore, run_id: str) -> dict[str, Any]:
 
 
 async def _leave_behind(
-    store: RunStore, run_id: str, thread_id: str, *, status: str = "running",
-    owner: str | None = "dead-process", lease_until: datetime | None = None, **fields: Any,
+    store: RunStore,
+    run_id: str,
+    thread_id: str,
+    *,
+    status: str = "running",
+    owner: str | None = "dead-process",
+    lease_until: datetime | None = None,
+    **fields: Any,
 ) -> None:
     """A row as a crashed process would leave it."""
     await store.put(
-        run_id, thread_id=thread_id, status=status, owner_id=owner,
-        lease_expires_at=iso(lease_until) if lease_until is not None else None, **fields,
+        run_id,
+        thread_id=thread_id,
+        status=status,
+        owner_id=owner,
+        lease_expires_at=iso(lease_until) if lease_until is not None else None,
+        **fields,
     )
 
 
@@ -109,7 +99,9 @@ async def test_runs_of_a_dead_owner_end_as_recovered_errors(
         assert record.stop_reason == ORPHAN_RECOVERED
         row = await _row(store, record.run_id)
         assert (row["status"], row["error"], row["stop_reason"]) == (
-            "error", "owner went away", ORPHAN_RECOVERED,
+            "error",
+            "owner went away",
+            ORPHAN_RECOVERED,
         )
     assert (await _row(store, "finished"))["status"] == "success"
     assert (await _row(store, "finished"))["stop_reason"] is None
@@ -118,8 +110,13 @@ async def test_runs_of_a_dead_owner_end_as_recovered_errors(
 async def test_a_run_whose_owner_still_holds_its_lease_is_left_alone(
     make_manager: Callable[..., RunManager], store: RunStore, clock: FakeClock
 ) -> None:
-    await _leave_behind(store, "alive", "conv-1", owner="busy-process",
-                        lease_until=clock.now + timedelta(seconds=20))
+    await _leave_behind(
+        store,
+        "alive",
+        "conv-1",
+        owner="busy-process",
+        lease_until=clock.now + timedelta(seconds=20),
+    )
     await _leave_behind(store, "dead", "conv-2", lease_until=clock.now - timedelta(seconds=1))
     manager = make_manager(owner_id="successor")
 
@@ -128,7 +125,9 @@ async def test_a_run_whose_owner_still_holds_its_lease_is_left_alone(
     assert [r.run_id for r in recovered] == ["dead"]
     alive = await _row(store, "alive")
     assert (alive["status"], alive["owner_id"], alive["stop_reason"]) == (
-        "running", "busy-process", None,
+        "running",
+        "busy-process",
+        None,
     )
 
     # The owner stops renewing; once its lease has run out the run is an orphan.
@@ -167,8 +166,9 @@ async def test_a_lease_renewed_in_time_keeps_the_run_alive(
 async def test_a_sole_process_ignores_leases(
     make_manager: Callable[..., RunManager], store: RunStore, clock: FakeClock
 ) -> None:
-    await _leave_behind(store, "leased", "conv-1", owner="previous-me",
-                        lease_until=clock.now + timedelta(hours=1))
+    await _leave_behind(
+        store, "leased", "conv-1", owner="previous-me", lease_until=clock.now + timedelta(hours=1)
+    )
     manager = make_manager(owner_id="restarted")
 
     assert await manager.reconcile_orphaned_inflight_runs() == []
@@ -209,9 +209,7 @@ async def test_reconciliation_only_looks_before_the_cutoff(
     await _leave_behind(store, "new", "conv-2", created_at="2026-01-01T00:10:00+00:00")
     manager = make_manager()
 
-    recovered = await manager.reconcile_orphaned_inflight_runs(
-        before="2026-01-01T00:05:00+00:00"
-    )
+    recovered = await manager.reconcile_orphaned_inflight_runs(before="2026-01-01T00:05:00+00:00")
 
     assert [r.run_id for r in recovered] == ["old"]
     assert (await _row(store, "new"))["status"] == "running"
@@ -244,10 +242,18 @@ async def test_queued_runs_of_a_dead_owner_are_recovered_with_their_head(
     make_manager: Callable[..., RunManager], store: RunStore, clock: FakeClock
 ) -> None:
     lapsed = clock.now - timedelta(seconds=1)
-    await _leave_behind(store, "head", "conv-1", lease_until=lapsed,
-                        created_at="2026-01-01T00:00:00+00:00")
-    await _leave_behind(store, "behind", "conv-1", status="pending", queued=True,
-                        lease_until=lapsed, created_at="2026-01-01T00:00:01+00:00")
+    await _leave_behind(
+        store, "head", "conv-1", lease_until=lapsed, created_at="2026-01-01T00:00:00+00:00"
+    )
+    await _leave_behind(
+        store,
+        "behind",
+        "conv-1",
+        status="pending",
+        queued=True,
+        lease_until=lapsed,
+        created_at="2026-01-01T00:00:01+00:00",
+    )
     manager = make_manager()
 
     recovered = await manager.reconcile_orphaned_inflight_runs()
