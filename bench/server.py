@@ -54,7 +54,9 @@ import orjson
 BENCH_DIR = Path(__file__).resolve().parent
 GRAPHS_DIR = BENCH_DIR / "graphs"
 GRAPHS_CONFIG = GRAPHS_DIR / "langgraph.json"
-DEFAULT_REFERENCE_PYTHON = Path("/work/.bench-ref/bin/python")
+# The reference server lives in its own venv (it pins its own langgraph), kept
+# beside this file and ignored by git: bench/.venv-ref.
+DEFAULT_REFERENCE_PYTHON = Path(__file__).resolve().parent / ".venv-ref" / "bin" / "python"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 START_TIMEOUT = 90.0  # seconds for a server to answer /ok
@@ -995,7 +997,7 @@ async def main_async(args: argparse.Namespace) -> int:
             if not python_exists(python):
                 print(
                     f"reference NOT run: {python} does not exist. Install it with\n"
-                    "  python -m venv /work/.bench-ref && /work/.bench-ref/bin/pip install"
+                    "  python -m venv bench/.venv-ref && bench/.venv-ref/bin/pip install"
                     ' "langgraph-cli[inmem]"\nor pass --reference-python.'
                 )
             else:
