@@ -13,14 +13,17 @@ Two backends, chosen by the URL scheme:
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-__all__ = ["DEFAULT_BUSY_TIMEOUT_MS", "create_engine", "normalize_url"]
+__all__ = ["DEFAULT_BUSY_TIMEOUT_MS", "begin_write", "create_engine", "normalize_url"]
 
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
 """How long a SQLite writer waits for the write lock before SQLITE_BUSY."""
@@ -49,6 +52,29 @@ def normalize_url(url: str | URL) -> URL:
 
 def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+_WRITING: contextvars.ContextVar[bool] = contextvars.ContextVar("runlane_db_writing", default=False)
+
+
+@asynccontextmanager
+async def begin_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """``engine.begin()`` for a transaction that writes.
+
+    On SQLite it takes the write lock when it begins, so it waits for other
+    writers instead of failing when it first writes; elsewhere it is
+    ``engine.begin()``.
+    """
+    token: contextvars.Token[bool] | None = _WRITING.set(True)
+    try:
+        async with engine.begin() as connection:
+            assert token is not None
+            _WRITING.reset(token)
+            token = None
+            yield connection
+    finally:
+        if token is not None:
+            _WRITING.reset(token)
 
 
 def create_engine(
@@ -109,9 +135,10 @@ def create_engine(
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(connection: Any) -> None:
-        # IMMEDIATE takes the write lock up front, so a busy database makes the
-        # transaction wait (busy_timeout) instead of failing half-way. In WAL
-        # mode readers outside transactions are never blocked by it.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A write transaction (see begin_write) takes the write lock up front
+        # with IMMEDIATE, so a busy database makes it wait (busy_timeout)
+        # instead of failing half-way; reads stay deferred and never wait for
+        # a writer in WAL mode.
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if _WRITING.get() else "BEGIN")
 
     return engine

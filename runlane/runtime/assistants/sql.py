@@ -18,6 +18,7 @@ from sqlalchemy import ColumnElement, Select, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from runlane.db.engine import begin_write
 from runlane.db.tables import assistant_versions, assistants
 from runlane.exceptions import AssistantExistsError
 from runlane.runtime.assistants.base import (
@@ -147,7 +148,7 @@ class SqlAssistantStore(AssistantStore):
 
     async def put(self, assistant: Mapping[str, Any]) -> dict[str, Any]:
         assistant_id, fields = put_fields(assistant)
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             created = await self._insert(conn, assistant_id, fields)
             if created is not None:
                 return created
@@ -184,7 +185,7 @@ class SqlAssistantStore(AssistantStore):
             name=name,
             description=description,
         )
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             created = await self._insert(conn, assistant_id, fields)
             if created is not None:
                 return created
@@ -222,14 +223,14 @@ class SqlAssistantStore(AssistantStore):
             "description": description,
         }
         check_changes(changes)
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             current = await self._lock(conn, assistant_id)
             if current is None:
                 return None
             return await self._write_version(conn, assistant_id, updated_fields(current, changes))
 
     async def delete(self, assistant_id: str) -> bool:
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             await conn.execute(
                 assistant_versions.delete().where(assistant_versions.c.assistant_id == assistant_id)
             )
@@ -319,7 +320,7 @@ class SqlAssistantStore(AssistantStore):
 
     async def set_latest(self, assistant_id: str, version: int) -> dict[str, Any] | None:
         check_version(version)
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             if await self._lock(conn, assistant_id) is None:
                 return None
             chosen = (

@@ -36,7 +36,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from runlane.db.engine import create_engine
+from runlane.db.engine import begin_write, create_engine
 from runlane.db.tables import event_seq, run_events
 from runlane.runtime.events.base import (
     DEFAULT_MAX_CONTENT_BYTES,
@@ -140,7 +140,7 @@ class SqlEventStore(EventStore):
         by_thread: dict[str, list[_Row]] = {}
         for row in rows:
             by_thread.setdefault(row["thread_id"], []).append(row)
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             for thread_id in sorted(by_thread):
                 group = by_thread[thread_id]
                 first = await self._reserve(conn, thread_id, len(group))
@@ -168,7 +168,7 @@ class SqlEventStore(EventStore):
         )
 
     async def _write_singleton(self, row: _Row) -> None:
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             row["seq"] = await self._reserve(conn, row["thread_id"], 1)
             # The counter row is ours until commit: no writer of the thread
             # can add an event between this check and the insert. A duplicate
@@ -277,7 +277,7 @@ class SqlEventStore(EventStore):
         return await self._retried(self._delete_thread, thread_id)
 
     async def _delete_thread(self, thread_id: str) -> int:
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             # The counter first: it waits for the thread's writers in flight,
             # whose events are then deleted too.
             await conn.execute(delete(event_seq).where(event_seq.c.thread_id == thread_id))
@@ -290,7 +290,7 @@ class SqlEventStore(EventStore):
         return await self._retried(self._delete_run, thread_id, run_id)
 
     async def _delete_run(self, thread_id: str, run_id: str) -> int:
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             result = await conn.execute(
                 delete(run_events).where(
                     run_events.c.thread_id == thread_id, run_events.c.run_id == run_id

@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, Select, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from runlane.db.engine import begin_write
 from runlane.db.tables import threads
 from runlane.exceptions import ThreadExistsError
 from runlane.runtime.metadata import check_filter, check_page, json_document, sql_contains
@@ -98,7 +99,7 @@ class SqlThreadStore(ThreadStore):
             .on_conflict_do_nothing(index_elements=[threads.c.thread_id])
             .returning(*threads.c)
         )
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             created = (await conn.execute(statement)).mappings().first()
             if created is not None:
                 return _thread(created)
@@ -120,7 +121,7 @@ class SqlThreadStore(ThreadStore):
     ) -> dict[str, Any] | None:
         document = json_document("Thread metadata", metadata)
         where = _scope(thread_id, user_id)
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             touched = await conn.execute(update(threads).where(*where).values(updated_at=now_utc()))
             if touched.rowcount != 1:
                 return None
@@ -135,7 +136,7 @@ class SqlThreadStore(ThreadStore):
         return _thread(row)
 
     async def delete(self, thread_id: str, *, user_id: str | None = None) -> bool:
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             result = await conn.execute(threads.delete().where(*_scope(thread_id, user_id)))
         return result.rowcount == 1
 
@@ -203,6 +204,6 @@ class SqlThreadStore(ThreadStore):
             .where(threads.c.thread_id == thread_id)
             .values(status=status, updated_at=now_utc())
         )
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             result = await conn.execute(statement)
         return result.rowcount == 1

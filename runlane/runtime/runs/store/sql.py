@@ -43,7 +43,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from runlane.db.engine import create_engine
+from runlane.db.engine import begin_write, create_engine
 from runlane.db.tables import ACTIVE_STATUS_VALUES, runs
 from runlane.exceptions import ConflictError
 from runlane.runtime.runs.retry import is_unique_violation
@@ -148,7 +148,7 @@ class SqlRunStore(RunStore):
             index_elements=[runs.c.run_id],
             set_={name: statement.excluded[name] for name in values if name != "run_id"},
         )
-        async with self._lane_conflicts(thread_id), self._engine.begin() as conn:
+        async with self._lane_conflicts(thread_id), begin_write(self._engine) as conn:
             await conn.execute(statement)
 
     async def get(self, run_id: str, *, user_id: str | None = None) -> dict[str, Any] | None:
@@ -180,7 +180,7 @@ class SqlRunStore(RunStore):
         return await self._fetch(statement)
 
     async def delete(self, run_id: str) -> bool:
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             result = await conn.execute(runs.delete().where(runs.c.run_id == run_id))
         return result.rowcount == 1
 
@@ -194,7 +194,7 @@ class SqlRunStore(RunStore):
             run_id, thread_id, {**fields, "status": RunStatus.pending, "queued": False}
         )
         if strategy == MultitaskStrategy.reject:
-            async with self._lane_conflicts(thread_id), self._engine.begin() as conn:
+            async with self._lane_conflicts(thread_id), begin_write(self._engine) as conn:
                 inserted = await conn.execute(self._insert_if(values, ~_thread_active(thread_id)))
                 if inserted.first() is None:
                     # Not an error of the transaction: nothing was inserted.
@@ -203,7 +203,7 @@ class SqlRunStore(RunStore):
 
         for attempt in range(1, _ADMIT_ATTEMPTS + 1):
             try:
-                async with self._engine.begin() as conn:
+                async with begin_write(self._engine) as conn:
                     if strategy == MultitaskStrategy.enqueue:
                         return await self._enqueue(conn, values)
                     return await self._preempt(conn, values, CancelAction(strategy.value))
@@ -297,7 +297,7 @@ class SqlRunStore(RunStore):
             .returning(runs.c.run_id)
         )
         try:
-            async with self._engine.begin() as conn:
+            async with begin_write(self._engine) as conn:
                 promoted: str | None = (await conn.execute(statement)).scalar_one_or_none()
             return promoted
         except IntegrityError as exc:
@@ -329,7 +329,7 @@ class SqlRunStore(RunStore):
 
     async def _update(self, where: tuple[ColumnElement[bool], ...], values: dict[str, Any]) -> bool:
         statement = update(runs).where(*where).values(updated_at=now_utc(), **values)
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             result = await conn.execute(statement)
         return result.rowcount == 1
 
@@ -370,7 +370,7 @@ class SqlRunStore(RunStore):
             .values(lease_expires_at=to_utc(lease_expires_at))
             .returning(runs.c.seq, runs.c.run_id, runs.c.cancel_action)
         )
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             renewed = sorted((await conn.execute(statement)).all())
         return [
             LeaseRenewal(run_id, CancelAction(action) if action else None)
@@ -389,7 +389,7 @@ class SqlRunStore(RunStore):
             )
             .returning(runs.c.cancel_action)
         )
-        async with self._engine.begin() as conn:
+        async with begin_write(self._engine) as conn:
             if (await conn.execute(statement)).first() is not None:
                 return action
             # Lost, or the run is not active: the row says which. Same
