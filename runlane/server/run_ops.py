@@ -42,6 +42,8 @@ from runlane.server.services import Services
 from runlane.server.sse import EventStreamResponse, mode_filter
 
 __all__ = [
+    "admit_and_stream",
+    "admit_and_wait",
     "admit_run",
     "cancel_callback",
     "find_run",
@@ -324,4 +326,47 @@ def wait_run(
         send_timeout=settings.send_timeout,
         headers=headers,
         on_disconnect=on_disconnect,
+    )
+
+
+def _run_path(thread_id: str | None, run_id: str) -> str:
+    """The run's URL: under its thread, or ``/runs/{rid}`` for a stateless run."""
+    return f"/runs/{run_id}" if thread_id is None else f"/threads/{thread_id}/runs/{run_id}"
+
+
+def _creator_disconnect(
+    services: Services, body: RunCreate, run_id: str
+) -> Callable[[], Awaitable[Any]] | None:
+    return cancel_callback(services, run_id) if body.on_disconnect == "cancel" else None
+
+
+async def admit_and_stream(
+    services: Services, body: RunCreate, *, thread_id: str | None
+) -> EventStreamResponse:
+    """Admit a run and stream it from its first event (``thread_id=None``: stateless)."""
+    record = await admit_run(services, body, thread_id=thread_id)
+    run = _run_path(thread_id, record.run_id)
+    return await stream_run(
+        services,
+        record,
+        record.run_id,
+        cursor="0",
+        location=f"{run}/stream",
+        content_location=run,
+        on_disconnect=_creator_disconnect(services, body, record.run_id),
+    )
+
+
+async def admit_and_wait(
+    services: Services, body: RunCreate, *, thread_id: str | None
+) -> KeepAliveJSONResponse:
+    """Admit a run and answer with its final output (``thread_id=None``: stateless)."""
+    record = await admit_run(services, body, thread_id=thread_id)
+    run = _run_path(thread_id, record.run_id)
+    return wait_run(
+        services,
+        record.run_id,
+        record.thread_id,
+        headers={"Location": f"{run}/join", "Content-Location": run},
+        on_disconnect=_creator_disconnect(services, body, record.run_id),
     )

@@ -33,6 +33,8 @@ from runlane.server.keepalive import KeepAliveJSONResponse
 from runlane.server.models import RunCreate, parse_stream_modes
 from runlane.server.permissions import requires
 from runlane.server.run_ops import (
+    admit_and_stream,
+    admit_and_wait,
     admit_run,
     cancel_callback,
     find_run,
@@ -83,20 +85,7 @@ async def create_and_stream(
     thread_id: str, body: RunCreate, services: ServicesDep
 ) -> EventStreamResponse:
     """Create a run and stream it from its first event."""
-    record = await admit_run(services, body, thread_id=thread_id)
-    run = f"/threads/{thread_id}/runs/{record.run_id}"
-    on_disconnect = (
-        cancel_callback(services, record.run_id) if body.on_disconnect == "cancel" else None
-    )
-    return await stream_run(
-        services,
-        record,
-        record.run_id,
-        cursor="0",
-        location=f"{run}/stream",
-        content_location=run,
-        on_disconnect=on_disconnect,
-    )
+    return await admit_and_stream(services, body, thread_id=thread_id)
 
 
 @router.post(
@@ -109,18 +98,7 @@ async def create_and_wait(
     thread_id: str, body: RunCreate, services: ServicesDep
 ) -> KeepAliveJSONResponse:
     """Create a run and answer with its final output."""
-    record = await admit_run(services, body, thread_id=thread_id)
-    run = f"/threads/{thread_id}/runs/{record.run_id}"
-    on_disconnect = (
-        cancel_callback(services, record.run_id) if body.on_disconnect == "cancel" else None
-    )
-    return wait_run(
-        services,
-        record.run_id,
-        thread_id,
-        headers={"Location": f"{run}/join", "Content-Location": run},
-        on_disconnect=on_disconnect,
-    )
+    return await admit_and_wait(services, body, thread_id=thread_id)
 
 
 @router.get("", dependencies=[requires("runs", "search")])

@@ -39,6 +39,8 @@ from runlane.server.models import (
 )
 from runlane.server.permissions import requires
 from runlane.server.run_ops import (
+    admit_and_stream,
+    admit_and_wait,
     admit_run,
     cancel_callback,
     join_cursor,
@@ -86,20 +88,7 @@ async def stream_stateless_run(
     body: StatelessRunCreate, services: ServicesDep
 ) -> EventStreamResponse:
     """Create a run on a new temporary thread and stream it."""
-    record = await admit_run(services, body, thread_id=None)
-    run = f"/runs/{record.run_id}"
-    on_disconnect = (
-        cancel_callback(services, record.run_id) if body.on_disconnect == "cancel" else None
-    )
-    return await stream_run(
-        services,
-        record,
-        record.run_id,
-        cursor="0",
-        location=f"{run}/stream",
-        content_location=run,
-        on_disconnect=on_disconnect,
-    )
+    return await admit_and_stream(services, body, thread_id=None)
 
 
 @router.post(
@@ -112,18 +101,7 @@ async def wait_stateless_run(
     body: StatelessRunCreate, services: ServicesDep
 ) -> KeepAliveJSONResponse:
     """Create a run on a new temporary thread and answer with its final output."""
-    record = await admit_run(services, body, thread_id=None)
-    run = f"/runs/{record.run_id}"
-    on_disconnect = (
-        cancel_callback(services, record.run_id) if body.on_disconnect == "cancel" else None
-    )
-    return wait_run(
-        services,
-        record.run_id,
-        record.thread_id,
-        headers={"Location": f"{run}/join", "Content-Location": run},
-        on_disconnect=on_disconnect,
-    )
+    return await admit_and_wait(services, body, thread_id=None)
 
 
 @router.post("/batch", dependencies=[requires("runs", "create")])
