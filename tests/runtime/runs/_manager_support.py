@@ -33,6 +33,8 @@ STORE_KINDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
 ]
+LANE_KINDS = [pytest.param("none", id="no-store"), *STORE_KINDS]
+"""Lane behaviour holds without a store (local lanes) and on every store."""
 """Every run store backend; SQL ones get a fresh migrated database per test."""
 
 WAIT_LIMIT = 30.0  # a guard against hangs, not a timing claim: CI machines are slow
@@ -43,6 +45,8 @@ T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 def resolve_store_url(request: pytest.FixtureRequest) -> str | None:
     kind = request.param
+    if kind == "none":
+        return "none"
     if kind == "memory":
         return None
     return str(request.getfixturevalue(f"{kind}_url"))
@@ -205,3 +209,15 @@ async def row_count(store: RunStore, *thread_ids: str) -> int:
     for thread_id in thread_ids:
         total += len(await store.list_by_thread(thread_id, limit=10_000))
     return total
+
+
+async def stored(store: RunStore | None, run_id: str) -> dict[str, Any] | None:
+    return None if store is None else await store.get(run_id)
+
+
+async def assert_stored_status(store: RunStore | None, run_id: str, status: str) -> None:
+    if store is None:
+        return
+    row = await store.get(run_id)
+    assert row is not None
+    assert row["status"] == status

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 
@@ -16,37 +15,22 @@ from runlane.runtime import RunManager, RunStatus
 from runlane.runtime.runs.schemas import CancelAction, RunRecord
 from runlane.runtime.runs.store.base import RunStore
 from tests.runtime.runs._manager_support import (
-    STORE_KINDS,
+    LANE_KINDS,
     GatedWork,
+    assert_stored_status,
     finish,
     resolve_store_url,
     settle,
+    stored,
     wait_event,
 )
 
 pytestmark = pytest.mark.anyio
 
-LANE_KINDS = [pytest.param("none", id="no-store"), *STORE_KINDS]
-"""Lane behaviour holds without a store (local lanes) and on every store."""
-
 
 @pytest.fixture(params=LANE_KINDS)
 def store_url(request: pytest.FixtureRequest) -> str | None:
-    if request.param == "none":
-        return "none"
     return resolve_store_url(request)
-
-
-async def _stored(store: RunStore | None, run_id: str) -> dict[str, Any] | None:
-    return None if store is None else await store.get(run_id)
-
-
-async def _assert_stored_status(store: RunStore | None, run_id: str, status: str) -> None:
-    if store is None:
-        return
-    row = await store.get(run_id)
-    assert row is not None
-    assert row["status"] == status
 
 
 # -- cancel ---------------------------------------------------------------------------
@@ -66,7 +50,7 @@ async def test_cancel_before_start_means_the_work_never_runs(
 
     assert gate.order == []
     assert run.status is RunStatus.interrupted
-    await _assert_stored_status(store, run.run_id, "interrupted")
+    await assert_stored_status(store, run.run_id, "interrupted")
 
 
 async def test_cancel_right_after_start_means_the_work_never_runs_and_frees_the_lane(
@@ -85,7 +69,7 @@ async def test_cancel_right_after_start_means_the_work_never_runs_and_frees_the_
     await wait_event(gate.started[behind.run_id], what="the next run took the freed lane")
     assert gate.order == [behind.run_id]
     assert run.status is RunStatus.interrupted
-    await _assert_stored_status(store, run.run_id, "interrupted")
+    await assert_stored_status(store, run.run_id, "interrupted")
     gate.release[behind.run_id].set()
     await finish(behind)
     await settle()
@@ -106,7 +90,7 @@ async def test_cancel_stops_running_work(
     await wait_event(gate.cancelled[run.run_id], what="work cancelled")
     await finish(run)
     assert run.status is RunStatus.interrupted
-    await _assert_stored_status(store, run.run_id, "interrupted")
+    await assert_stored_status(store, run.run_id, "interrupted")
     assert await manager.has_inflight("lane-1") is False
 
 
@@ -126,7 +110,7 @@ async def test_cancel_is_idempotent_and_the_first_action_wins(
     await finish(run)
     assert run.cancel_action is CancelAction.interrupt
     assert run.status is RunStatus.interrupted
-    row = await _stored(store, run.run_id)
+    row = await stored(store, run.run_id)
     if store is not None:
         assert row is not None
         assert row["cancel_action"] == "interrupt"
@@ -144,7 +128,7 @@ async def test_a_first_rollback_is_not_replaced_by_a_later_interrupt(
     await manager.cancel(run.run_id, action="interrupt")
 
     assert run.cancel_action is CancelAction.rollback
-    row = await _stored(store, run.run_id)
+    row = await stored(store, run.run_id)
     if store is not None:
         assert row is not None
         assert row["cancel_action"] == "rollback"
@@ -170,7 +154,7 @@ async def test_a_terminal_status_is_never_overwritten(
     assert await manager.cancel(run.run_id) is False
 
     assert run.status is RunStatus.success
-    await _assert_stored_status(store, run.run_id, "success")
+    await assert_stored_status(store, run.run_id, "success")
 
 
 async def test_an_interrupted_run_stays_interrupted(
@@ -184,7 +168,7 @@ async def test_an_interrupted_run_stays_interrupted(
     assert await manager.set_status(run.run_id, RunStatus.running) is False
 
     assert run.status is RunStatus.interrupted
-    await _assert_stored_status(store, run.run_id, "interrupted")
+    await assert_stored_status(store, run.run_id, "interrupted")
 
 
 async def test_work_that_ignores_the_cancel_still_ends_interrupted(
@@ -211,7 +195,7 @@ async def test_work_that_ignores_the_cancel_still_ends_interrupted(
     await finish(run)
 
     assert run.status is RunStatus.interrupted
-    await _assert_stored_status(store, run.run_id, "interrupted")
+    await assert_stored_status(store, run.run_id, "interrupted")
 
 
 async def test_a_run_cancelled_from_inside_its_own_work_is_stored_interrupted(
@@ -228,5 +212,5 @@ async def test_a_run_cancelled_from_inside_its_own_work_is_stored_interrupted(
     await finish(run)
 
     assert run.status is RunStatus.interrupted
-    await _assert_stored_status(store, run.run_id, "interrupted")
+    await assert_stored_status(store, run.run_id, "interrupted")
     assert await manager.has_inflight("lane-1") is False

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -19,40 +18,25 @@ from runlane.runtime import RunManager, RunStatus
 from runlane.runtime.runs.schemas import RunRecord
 from runlane.runtime.runs.store.base import RunStore
 from tests.runtime.runs._manager_support import (
-    STORE_KINDS,
+    LANE_KINDS,
     CallCountingStore,
     FakeClock,
     GatedWork,
+    assert_stored_status,
     finish,
     resolve_store_url,
     row_count,
     settle,
+    stored,
     wait_event,
 )
 
 pytestmark = pytest.mark.anyio
 
-LANE_KINDS = [pytest.param("none", id="no-store"), *STORE_KINDS]
-"""Lane behaviour holds without a store (local lanes) and on every store."""
-
 
 @pytest.fixture(params=LANE_KINDS)
 def store_url(request: pytest.FixtureRequest) -> str | None:
-    if request.param == "none":
-        return "none"
     return resolve_store_url(request)
-
-
-async def _stored(store: RunStore | None, run_id: str) -> dict[str, Any] | None:
-    return None if store is None else await store.get(run_id)
-
-
-async def _assert_stored_status(store: RunStore | None, run_id: str, status: str) -> None:
-    if store is None:
-        return
-    row = await store.get(run_id)
-    assert row is not None
-    assert row["status"] == status
 
 
 # -- reject ---------------------------------------------------------------------
@@ -129,8 +113,8 @@ async def test_preempting_strategy_ends_the_running_run(
     assert old.abort_event.is_set()
     await wait_event(gate.cancelled[old.run_id], what="old work cancelled")
     await finish(old)
-    await _assert_stored_status(store, old.run_id, "interrupted")
-    row = await _stored(store, old.run_id)
+    await assert_stored_status(store, old.run_id, "interrupted")
+    row = await stored(store, old.run_id)
     if row is not None:
         assert row["cancel_action"] == strategy
 
@@ -139,7 +123,7 @@ async def test_preempting_strategy_ends_the_running_run(
     gate.release[new.run_id].set()
     await finish(new)
     assert new.status is RunStatus.success
-    await _assert_stored_status(store, new.run_id, "success")
+    await assert_stored_status(store, new.run_id, "success")
     assert gate.order == [old.run_id, new.run_id]
 
 
@@ -154,7 +138,7 @@ async def test_preempting_a_run_driven_by_hand_persists_interrupted(
     await manager.create_or_reject("lane-1", multitask_strategy=strategy)
 
     assert old.status is RunStatus.interrupted
-    await _assert_stored_status(store, old.run_id, "interrupted")
+    await assert_stored_status(store, old.run_id, "interrupted")
 
 
 async def test_preempting_an_idle_thread_just_admits(
@@ -168,7 +152,7 @@ async def test_preempting_an_idle_thread_just_admits(
 
     assert new.queued is False
     assert done.status is RunStatus.success
-    await _assert_stored_status(store, done.run_id, "success")
+    await assert_stored_status(store, done.run_id, "success")
 
 
 # -- enqueue ----------------------------------------------------------------------------
@@ -184,7 +168,7 @@ async def test_enqueue_stores_the_waiting_run_as_pending(
     assert head.queued is False
     assert waiting.queued is True
     assert waiting.status is RunStatus.pending
-    row = await _stored(store, waiting.run_id)
+    row = await stored(store, waiting.run_id)
     if store is not None:
         assert row is not None
         assert row["status"] == "pending"
@@ -210,17 +194,17 @@ async def test_enqueued_runs_start_in_creation_order_one_at_a_time(
         # Exactly this run is inside its work; everyone behind it still waits.
         assert gate.order == [r.run_id for r in runs[: i + 1]]
         assert run.status is RunStatus.running
-        await _assert_stored_status(store, run.run_id, "running")
+        await assert_stored_status(store, run.run_id, "running")
         for later in runs[i + 1 :]:
             assert later.status is RunStatus.pending
-            await _assert_stored_status(store, later.run_id, "pending")
+            await assert_stored_status(store, later.run_id, "pending")
         gate.release[run.run_id].set()
         await finish(run)
         assert run.status is RunStatus.success
 
     assert gate.max_concurrent == 1
     for run in runs:
-        await _assert_stored_status(store, run.run_id, "success")
+        await assert_stored_status(store, run.run_id, "success")
 
 
 async def test_lanes_of_different_threads_do_not_wait_for_each_other(
@@ -258,15 +242,15 @@ async def test_cancelling_a_waiting_run_means_it_never_starts(
     assert await manager.cancel(skipped.run_id) is True
 
     assert skipped.status is RunStatus.interrupted
-    await _assert_stored_status(store, skipped.run_id, "interrupted")
+    await assert_stored_status(store, skipped.run_id, "interrupted")
     gate.release[head.run_id].set()
     await wait_event(gate.started[last.run_id], what="the run behind the cancelled one started")
     gate.release[last.run_id].set()
     await finish(last)
     assert gate.order == [head.run_id, last.run_id]
     assert skipped.status is RunStatus.interrupted
-    await _assert_stored_status(store, skipped.run_id, "interrupted")
-    await _assert_stored_status(store, last.run_id, "success")
+    await assert_stored_status(store, skipped.run_id, "interrupted")
+    await assert_stored_status(store, last.run_id, "success")
 
 
 async def test_a_waiting_run_cancelled_before_start_is_never_started(
@@ -286,7 +270,7 @@ async def test_a_waiting_run_cancelled_before_start_is_never_started(
 
     assert gate.order == [head.run_id]
     assert waiting.status is RunStatus.interrupted
-    await _assert_stored_status(store, waiting.run_id, "interrupted")
+    await assert_stored_status(store, waiting.run_id, "interrupted")
 
 
 async def test_an_unknown_strategy_is_a_typed_error_and_writes_nothing() -> None:
@@ -322,7 +306,7 @@ async def test_work_that_returns_ends_in_success(
     assert seen == [RunStatus.running]
     assert run.status is RunStatus.success
     assert run.error is None
-    await _assert_stored_status(store, run.run_id, "success")
+    await assert_stored_status(store, run.run_id, "success")
     assert await manager.has_inflight("lane-1") is False
 
 
@@ -341,8 +325,8 @@ async def test_work_that_raises_ends_in_error(
     assert run.status is RunStatus.error
     assert run.error is not None
     assert "the tool is missing" in run.error
-    await _assert_stored_status(store, run.run_id, "error")
-    row = await _stored(store, run.run_id)
+    await assert_stored_status(store, run.run_id, "error")
+    row = await stored(store, run.run_id)
     if row is not None:
         assert "the tool is missing" in row["error"]
 
@@ -378,7 +362,7 @@ async def test_the_lease_follows_the_injected_clock(
     assert run.owner_id == "proc-a"
     assert run.lease_expires_at is not None
     assert datetime.fromisoformat(run.lease_expires_at) == expected
-    row = await _stored(store, run.run_id)
+    row = await stored(store, run.run_id)
     if store is not None:
         assert row is not None
         assert row["owner_id"] == "proc-a"
