@@ -763,6 +763,10 @@ def mb(value: float) -> str:
     return f"{value / 1e6:,.0f} MB"
 
 
+SCENARIOS = ("overhead", "single", "concurrent", "fanout", "resume")
+"""The names ``--scenarios`` takes, in the order a pass runs them."""
+
+
 async def run_pass(
     servers: list[Server],
     bare: Server,
@@ -770,6 +774,7 @@ async def run_pass(
     pass_no: int,
     workdir: Path,
     results: dict[str, list[Figures]],
+    selected: frozenset[str] = frozenset(SCENARIOS),
 ) -> None:
     order = servers if pass_no % 2 == 0 else list(reversed(servers))
     figures = {s.name: Figures() for s in servers}
@@ -778,15 +783,17 @@ async def run_pass(
     async def fanout(c: httpx.AsyncClient, s: Server, z: Sizes, f: Figures) -> None:
         await scenario_fanout(c, s, z, f, workdir)
 
-    scenarios: list[tuple[str, Scenario]] = [
-        ("run overhead", scenario_overhead),
-        ("single run", scenario_single),
-        ("concurrent runs", scenario_concurrent),
-        ("fan-out", fanout),
-        ("resume", scenario_resume),
+    scenarios: list[tuple[str, str, Scenario]] = [
+        ("overhead", "run overhead", scenario_overhead),
+        ("single", "single run", scenario_single),
+        ("concurrent", "concurrent runs", scenario_concurrent),
+        ("fanout", "fan-out", fanout),
+        ("resume", "resume", scenario_resume),
     ]
     async with make_client() as client:
-        for label, scenario in scenarios:
+        for name, label, scenario in scenarios:
+            if name not in selected:
+                continue
             for server in order:
                 t0 = clock()
                 try:
@@ -797,7 +804,8 @@ async def run_pass(
                       f" {clock() - t0:6.1f} s", flush=True)
                 await asyncio.sleep(0.5)  # let background work of the last scenario settle
         try:
-            await scenario_bare(client, bare, sizes, bare_fig)
+            if "single" in selected:  # the ceiling the single run is compared with
+                await scenario_bare(client, bare, sizes, bare_fig)
         except Exception as exc:
             bare_fig.notes.append(f"bare transport failed: {exc!r}")
     await asyncio.sleep(1.0)
@@ -908,6 +916,8 @@ def report(
         head += f"{'runlane/reference':>20}"
     print()
     for title, metrics in METRICS:
+        if not any(metrics[0].key in f.values for name in names for f in results[name]):
+            continue  # a scenario --scenarios left out
         print(title)
         print(head)
         for metric in metrics:
@@ -923,15 +933,17 @@ def report(
             print(row)
         print()
     bare = collect(results["bare"], "bare_eps", "median")
-    print("[7] bare-transport ceiling: minimal ASGI app on uvicorn (uvloop + httptools),"
-          f" {sizes.bare_events:,} pre-encoded frames, one send each")
-    print(f"  events/s {bare:>14,.0f}   server CPU/event"
-          f" {collect(results['bare'], 'bare_cpu_us', 'median'):,.1f} us"
-          f"   client CPU/event {collect(results['bare'], 'bare_client_cpu_us', 'median'):,.1f} us")
-    if has_run:
-        single = collect(results["runlane"], "single_eps", "median")
-        print(f"  runlane single-run events/s = {single / bare:.0%} of the ceiling")
-    print()
+    if bare == bare:  # not NaN: the single-run scenario ran
+        print("[7] bare-transport ceiling: minimal ASGI app on uvicorn (uvloop + httptools),"
+              f" {sizes.bare_events:,} pre-encoded frames, one send each")
+        bare_cpu = collect(results["bare"], "bare_cpu_us", "median")
+        bare_client = collect(results["bare"], "bare_client_cpu_us", "median")
+        print(f"  events/s {bare:>14,.0f}   server CPU/event {bare_cpu:,.1f} us"
+              f"   client CPU/event {bare_client:,.1f} us")
+        if has_run:
+            single = collect(results["runlane"], "single_eps", "median")
+            print(f"  runlane single-run events/s = {single / bare:.0%} of the ceiling")
+        print()
     print("[6] memory: RSS of the server process tree (/proc/<pid>/statm)")
     for name in names:
         passes = [f.values.get("rss", 0.0) for f in results[name]]
@@ -965,6 +977,8 @@ def report(
         else:
             agg = next(m.agg for _, ms in METRICS for m in ms if m.key == target.key)
             run_v, ref_v = collect(run_figs, target.key, agg), collect(ref_figs, target.key, agg)
+            if run_v != run_v:  # NaN: its scenario was left out
+                continue
             shown = f"{run_v:,.1f} vs {ref_v:,.1f}"
             if ref_v:
                 shown += f" ({run_v / ref_v:,.2f}x)"
@@ -1021,8 +1035,9 @@ async def main_async(args: argparse.Namespace) -> int:
             print(f"  {server.name}: pid {server.pids}, idle RSS {mb(idle[server.name])}")
         results: dict[str, list[Figures]] = {s.name: [] for s in servers}
         results["bare"] = []
+        selected = frozenset(args.scenarios.split(","))
         for pass_no in range(sizes.passes):
-            await run_pass(servers, bare, sizes, pass_no, workdir, results)
+            await run_pass(servers, bare, sizes, pass_no, workdir, results, selected)
         report(results, idle, names, sizes)
         return 0
     finally:
@@ -1035,6 +1050,16 @@ async def main_async(args: argparse.Namespace) -> int:
             print(f"  logs and data kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _scenario_list(text: str) -> str:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SCENARIOS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown scenario(s) {', '.join(unknown) or '(none given)'}; use {','.join(SCENARIOS)}"
+        )
+    return ",".join(names)
 
 
 def main() -> int:
@@ -1053,6 +1078,10 @@ def main() -> int:
     parser.add_argument("--profile-runlane", type=Path, default=None,
                         help="run runlane under cProfile and write the stats to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs)")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), type=_scenario_list,
+        help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all; memory always)",
+    )
     parser.add_argument("--bare-serve", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--bare-events", type=int, default=20_000, help=argparse.SUPPRESS)
     args = parser.parse_args()

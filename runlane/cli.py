@@ -116,7 +116,9 @@ def _serve(args: argparse.Namespace, *, reload: bool = False) -> int:
         "loop": "auto",
         "http": "auto",
         "proxy_headers": True,
-        "timeout_graceful_shutdown": 30,
+        # The drain (runlane.server.cluster) ends every stream within the
+        # grace; uvicorn only cancels what still hangs after that.
+        "timeout_graceful_shutdown": settings.shutdown_grace + 10,
     }
     if reload:
         options["reload"] = True

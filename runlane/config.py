@@ -29,7 +29,13 @@ setting                  environment                     default
 ``heartbeat_interval``   ``RUNLANE_HEARTBEAT_INTERVAL``  ``15`` s between SSE heartbeats
 ``send_timeout``         ``RUNLANE_SEND_TIMEOUT``        ``30`` s before a frozen client is cut
 ``max_body_bytes``       ``RUNLANE_MAX_BODY_BYTES``      10 MiB; larger bodies get HTTP 413
-``lease_ttl``            ``RUNLANE_LEASE_TTL``           ``30`` s
+``lease_ttl``            ``RUNLANE_LEASE_TTL``           ``10`` s a run's lease lasts unrenewed
+                                                         (renewed every third of it)
+``sweep_interval``       ``RUNLANE_SWEEP_INTERVAL``      ``5`` s between orphan and queue sweeps;
+                                                         a killed process's runs end within
+                                                         ``lease_ttl + sweep_interval``
+``shutdown_grace``       ``RUNLANE_SHUTDOWN_GRACE``      ``10`` s runs get to finish on SIGTERM
+                                                         before they are interrupted
 ``run_eviction_delay``   ``RUNLANE_RUN_EVICTION_DELAY``  ``60`` s a finished run stays in memory
 ``event_store``          ``RUNLANE_EVENT_STORE``         ``sql`` (the run store's database);
                                                          ``jsonl`` (files under
@@ -86,7 +92,9 @@ class Settings(BaseSettings):
     heartbeat_interval: float = Field(default=15.0, gt=0)
     send_timeout: float = Field(default=30.0, gt=0)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    lease_ttl: float = Field(default=30.0, gt=0)
+    lease_ttl: float = Field(default=10.0, gt=0)
+    sweep_interval: float = Field(default=5.0, gt=0)
+    shutdown_grace: float = Field(default=10.0, ge=0)
     run_eviction_delay: float = Field(default=60.0, ge=0)
     event_store: Literal["sql", "jsonl", "memory"] = "sql"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

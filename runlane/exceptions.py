@@ -20,6 +20,7 @@ Hierarchy::
     +-- BadRequestError                            a well-formed but unusable request (HTTP 400)
     +-- PayloadTooLargeError                       the request body is over the limit (HTTP 413)
     +-- StoreUnavailableError                      persistence failed after retries
+    +-- ShuttingDownError                          this process takes no new runs (HTTP 503)
     +-- stream_bridge.exceptions.StreamBridgeError
         +-- BridgeClosedError
         +-- StreamCapacityExceededError
@@ -41,6 +42,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RunNotFoundError",
     "RunlaneError",
+    "ShuttingDownError",
     "StoreUnavailableError",
     "ThreadExistsError",
     "ThreadNotFoundError",
@@ -119,6 +121,13 @@ class StoreUnavailableError(RunlaneError):
     """The run store could not be written after all retries; the run was not admitted.
 
     Check that the database is reachable and retry the request.
+    """
+
+
+class ShuttingDownError(RunlaneError):
+    """This server process is shutting down and takes no new runs; nothing was written.
+
+    Retry the request: a load balancer sends it to another process.
     """
 
 

@@ -9,6 +9,11 @@
   sleeps ``pace`` seconds when ``pace`` is set. With ``gate`` (a file path) the
   node first waits until that file exists, so joiners can attach before the
   first event (it polls the file every 5 ms, up to 60 s).
+- ``hold``: one async node that waits until the file ``gate`` exists (polled
+  every ``poll`` seconds, 0.5 by default, for at most ``hold`` seconds, 300 by
+  default), then sends one custom event ``{"i": 0, "t": time.monotonic()}``.
+  A run that stays active at almost no CPU cost, for joiners to wait on
+  (``bench/scaleout.py``; not in ``langgraph.json``, that script names it).
 """
 
 from __future__ import annotations
@@ -58,8 +63,32 @@ async def produce(state: EmitState) -> dict[str, Any]:
     return {"sent": n}
 
 
+class HoldState(TypedDict, total=False):
+    gate: str
+    poll: float
+    hold: float
+    held: float
+
+
+async def wait_for_gate(state: HoldState) -> dict[str, Any]:
+    write = get_stream_writer()
+    gate = state.get("gate")
+    poll = float(state.get("poll", 0.5))
+    limit = float(state.get("hold", 300.0))
+    started = time.monotonic()
+    for _ in range(max(1, int(limit / poll))):
+        if not gate or gate_open(gate):
+            break
+        await asyncio.sleep(poll)
+    write({"i": 0, "t": time.monotonic()})
+    return {"held": time.monotonic() - started}
+
+
 _noop = StateGraph(NoopState).add_node("passthrough", passthrough)
 noop = _noop.add_edge(START, "passthrough").add_edge("passthrough", END).compile()
 
 _emit = StateGraph(EmitState).add_node("produce", produce)
 emit = _emit.add_edge(START, "produce").add_edge("produce", END).compile()
+
+_hold = StateGraph(HoldState).add_node("wait_for_gate", wait_for_gate)
+hold = _hold.add_edge(START, "wait_for_gate").add_edge("wait_for_gate", END).compile()

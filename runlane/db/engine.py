@@ -6,24 +6,52 @@ Two backends, chosen by the URL scheme:
   upgraded) is the embedded default. Every new connection switches the file to
   WAL (readers never block the writer), sets a busy timeout (a writer waits for
   the lock instead of failing at once) and turns foreign keys on.
+  ``synchronous=NORMAL``: a commit survives a crash of the process (it is in
+  the WAL file when the commit returns); a power loss or an OS crash can lose
+  the commits made since the last WAL checkpoint, never corrupt the database.
 - **Postgres** (``postgresql+asyncpg://...``; ``postgresql://`` and
   ``postgres://`` are accepted) gets a bounded pool whose connections are
   checked before use, so a restarted server costs no failed request.
+
+Transactions on SQLite (see :func:`begin_write` and :func:`begin_read`): a
+write transaction begins ``IMMEDIATE`` (it takes the write lock first, so it
+waits for other writers instead of failing half-way), any other one
+``DEFERRED``, and a :func:`begin_read` block sends no ``BEGIN`` at all. Each
+call to the driver is a round trip to its connection thread, so runlane makes
+few: a statement is one call (:mod:`runlane.db.sqlite_driver`; SQLAlchemy's
+aiosqlite adapter alone makes four), ``BEGIN`` rides in the call of the
+transaction's first statement (so a write transaction holds the write lock
+before its first statement runs; ``exec_driver_sql`` would take three calls),
+and the ``COMMIT``/``ROLLBACK`` call is skipped when SQLite reports no open
+transaction (``sqlite3``'s own commit and rollback do nothing then either). A
+one-statement read is one call, a one-statement write transaction two (eight
+each before).
 """
 
 from __future__ import annotations
 
 import contextvars
+import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Literal
 
 import orjson
 from sqlalchemy import event
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
-__all__ = ["DEFAULT_BUSY_TIMEOUT_MS", "begin_write", "create_engine", "normalize_url"]
+from runlane.db import sqlite_driver
+
+__all__ = [
+    "DEFAULT_BUSY_TIMEOUT_MS",
+    "begin_read",
+    "begin_write",
+    "create_engine",
+    "normalize_url",
+]
 
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
 """How long a SQLite writer waits for the write lock before SQLITE_BUSY."""
@@ -54,27 +82,54 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
-_WRITING: contextvars.ContextVar[bool] = contextvars.ContextVar("runlane_db_writing", default=False)
+_Mode = Literal["write", "read"] | None
+_MODE: contextvars.ContextVar[_Mode] = contextvars.ContextVar("runlane_db_mode", default=None)
 
 
 @asynccontextmanager
-async def begin_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """``engine.begin()`` for a transaction that writes.
-
-    On SQLite it takes the write lock when it begins, so it waits for other
-    writers instead of failing when it first writes; elsewhere it is
-    ``engine.begin()``.
-    """
-    token: contextvars.Token[bool] | None = _WRITING.set(True)
+async def _begin_as(
+    mode: _Mode, engine: AsyncEngine, *, transaction: bool
+) -> AsyncIterator[AsyncConnection]:
+    """``engine.begin()`` (``transaction``) or ``engine.connect()``, the first
+    ``BEGIN`` of it sent in ``mode`` (the mode applies until the block's
+    connection has begun; statements later in the block are unaffected)."""
+    token: contextvars.Token[_Mode] | None = _MODE.set(mode)
     try:
-        async with engine.begin() as connection:
+        opened = engine.begin() if transaction else engine.connect()
+        async with opened as connection:
+            if not transaction:
+                await connection.begin()
             assert token is not None
-            _WRITING.reset(token)
+            _MODE.reset(token)
             token = None
             yield connection
     finally:
         if token is not None:
-            _WRITING.reset(token)
+            _MODE.reset(token)
+
+
+def begin_write(engine: AsyncEngine) -> AbstractAsyncContextManager[AsyncConnection]:
+    """``engine.begin()`` for a transaction that writes.
+
+    On SQLite it takes the write lock (``BEGIN IMMEDIATE``) right before its
+    first statement runs, so it waits for other writers instead of failing
+    when it first writes, and what it reads is current; elsewhere it is
+    ``engine.begin()``.
+    """
+    return _begin_as("write", engine, transaction=True)
+
+
+def begin_read(engine: AsyncEngine) -> AbstractAsyncContextManager[AsyncConnection]:
+    """A connection for reads that need no snapshot shared across statements.
+
+    On SQLite no ``BEGIN`` is sent: each statement runs as its own implicit
+    transaction, so each one reads a consistent snapshot, but two statements
+    of the block may see different commits in between. That saves two round
+    trips to the driver's thread per block (``BEGIN`` and ``ROLLBACK``).
+    Writing in such a block is a mistake (each statement would commit on its
+    own). Elsewhere it is ``engine.connect()``.
+    """
+    return _begin_as("read", engine, transaction=False)
 
 
 def create_engine(
@@ -111,14 +166,19 @@ def create_engine(
             **common,
         )
 
-    engine = create_async_engine(parsed, **common)
+    # Connections whose cursors make one call on aiosqlite's thread per
+    # statement instead of four (runlane.db.sqlite_driver).
+    args, kwargs = SQLiteDialect_aiosqlite().create_connect_args(parsed)
+    engine = create_async_engine(
+        parsed, async_creator=sqlite_driver.connect(*args, **kwargs), **common
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
         # The driver's own BEGIN is deferred: a transaction that reads first
         # and writes later fails at once with "database is locked" when
         # another writer got in between, without waiting for busy_timeout.
-        # runlane begins every transaction itself (see _begin below).
+        # runlane begins every transaction itself (see do_begin below).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
@@ -133,12 +193,71 @@ def create_engine(
         finally:
             cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
-    def _begin(connection: Any) -> None:
+    _install_sqlite_transactions(engine.sync_engine.dialect)
+    return engine
+
+
+def _adapter(connection: Any) -> Any:
+    """SQLAlchemy's aiosqlite adapter connection, from the pool's proxy or itself."""
+    return getattr(connection, "dbapi_connection", connection)
+
+
+def _sqlite3_of(connection: Any) -> sqlite3.Connection | None:
+    """The ``sqlite3`` connection under SQLAlchemy's aiosqlite adapter, if reachable."""
+    aio = getattr(_adapter(connection), "_connection", None)
+    raw = getattr(aio, "_conn", None)
+    return raw if isinstance(raw, sqlite3.Connection) else None
+
+
+def _run_and_close(connection: sqlite3.Connection, statement: str) -> None:
+    connection.execute(statement).close()
+
+
+def _install_sqlite_transactions(dialect: Any) -> None:
+    """Give this engine's SQLite dialect runlane's ``BEGIN``, ``COMMIT`` and ``ROLLBACK``.
+
+    SQLAlchemy calls ``dialect.do_begin`` inside its DBAPI error handling, so a
+    failed ``BEGIN IMMEDIATE`` (``database is locked`` after busy_timeout)
+    raises SQLAlchemy's ``OperationalError``, as a statement would. Only this
+    engine's dialect object is changed.
+    """
+    adapter_commit = dialect.do_commit
+    adapter_rollback = dialect.do_rollback
+
+    def do_begin(dbapi_connection: Any) -> None:
         # A write transaction (see begin_write) takes the write lock up front
         # with IMMEDIATE, so a busy database makes it wait (busy_timeout)
-        # instead of failing half-way; reads stay deferred and never wait for
-        # a writer in WAL mode.
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if _WRITING.get() else "BEGIN")
+        # instead of failing half-way; other transactions stay deferred and
+        # never wait for a writer in WAL mode; begin_read sends nothing.
+        mode = _MODE.get()
+        if mode == "read":
+            return
+        aio = _adapter(dbapi_connection)._connection
+        statement = "BEGIN IMMEDIATE" if mode == "write" else "BEGIN"
+        if isinstance(aio, sqlite_driver.OneTripConnection):
+            # Sent in the same call as the transaction's first statement.
+            aio.pending_begin = statement
+        else:
+            # One call on aiosqlite's thread runs the statement and closes its cursor.
+            await_only(aio._execute(_run_and_close, aio._conn, statement))
 
-    return engine
+    def _drop_pending_begin(dbapi_connection: Any) -> None:
+        aio = getattr(_adapter(dbapi_connection), "_connection", None)
+        if isinstance(aio, sqlite_driver.OneTripConnection):
+            aio.pending_begin = None
+
+    def do_commit(dbapi_connection: Any) -> None:
+        _drop_pending_begin(dbapi_connection)
+        raw = _sqlite3_of(dbapi_connection)
+        if raw is None or raw.in_transaction:
+            adapter_commit(dbapi_connection)
+
+    def do_rollback(dbapi_connection: Any) -> None:
+        _drop_pending_begin(dbapi_connection)
+        raw = _sqlite3_of(dbapi_connection)
+        if raw is None or raw.in_transaction:
+            adapter_rollback(dbapi_connection)
+
+    dialect.do_begin = do_begin
+    dialect.do_commit = do_commit
+    dialect.do_rollback = do_rollback

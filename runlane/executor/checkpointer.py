@@ -55,6 +55,35 @@ def postgres_conninfo(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
+_SETUP_ATTEMPTS = 5
+
+
+async def _set_up_racing_peers(saver: AsyncPostgresSaver) -> None:
+    """``saver.setup()``, again when a process starting alongside created the same objects.
+
+    The saver's migrations are idempotent, but two processes running them at
+    once collide on catalog rows (a unique violation or a deadlock); the
+    loser's next attempt finds the work done. (Serialising with an advisory
+    lock instead would deadlock against its ``CREATE INDEX CONCURRENTLY``.)
+    """
+    from psycopg import errors
+
+    racing = (
+        errors.UniqueViolation,
+        errors.DeadlockDetected,
+        errors.DuplicateObject,
+        errors.DuplicateTable,
+    )
+    for attempt in range(1, _SETUP_ATTEMPTS + 1):
+        try:
+            await saver.setup()
+            return
+        except racing:
+            if attempt == _SETUP_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.1 * attempt)
+
+
 @asynccontextmanager
 async def open_checkpointer(
     database_url: str, data_dir: Path
@@ -87,7 +116,7 @@ async def open_checkpointer(
         await pool.open(wait=True)
         try:
             saver_pg = AsyncPostgresSaver(conn=pool)
-            await saver_pg.setup()
+            await _set_up_racing_peers(saver_pg)
             yield saver_pg
         finally:
             await pool.close()

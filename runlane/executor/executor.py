@@ -57,7 +57,7 @@ from runlane.graphs.registry import GraphRegistry
 from runlane.runtime.events.base import EventStore
 from runlane.runtime.runs.manager import RunManager
 from runlane.runtime.runs.schemas import TERMINAL_STATUSES, CancelAction, RunRecord, RunStatus
-from runlane.runtime.stream_bridge.base import StreamBridge
+from runlane.runtime.stream_bridge.base import StreamBridge, StreamEvent, StreamStatus
 from runlane.runtime.threads.base import ThreadStatus, ThreadStore
 
 __all__ = ["RunExecutor"]
@@ -98,15 +98,12 @@ class RunExecutor:
             threads=threads,
             store=store,
         )
-        # Runs submitted whose work has not started: a watcher per run finishes
-        # it if it is cancelled first (the manager never calls its work then).
-        self._watchers: dict[str, tuple[asyncio.Task[None], RunRecord]] = {}
-        self._watch_tasks: set[asyncio.Task[None]] = set()
         # Work still executing, per thread: a run that pre-empts another
         # (multitask interrupt/rollback) starts at once, so it first waits
         # here until the pre-empted work has finished rolling back.
         self._executing: dict[str, dict[str, asyncio.Future[None]]] = {}
         self._journals: dict[str, RunJournal] = {}  # until their run's finalisation
+        manager.bind(on_claimed=self._start_claimed, on_unstarted_end=self._finish_unstarted)
 
     # -- submitting -------------------------------------------------------------
 
@@ -115,7 +112,10 @@ class RunExecutor:
 
         ``metadata`` is published before the run can start, so it is always
         event "1" and every subscriber sees it. If that publish fails (bridge
-        closed or full) the run is cancelled and the error re-raised.
+        closed or full) the run is cancelled and the error re-raised. A
+        queued run is left to whichever process frees its thread's lane; its
+        ``metadata`` is stored before this returns, so it stays first even
+        when another process runs it.
         """
         try:
             await self._bridge.publish(
@@ -123,32 +123,22 @@ class RunExecutor:
                 "metadata",
                 {"run_id": record.run_id, "thread_id": record.thread_id, "attempt": 1},
             )
+            if record.queued:
+                await self._bridge.flush(record.run_id)
         except BaseException:
             # No stream, so no run: end it rather than leave it pending forever.
             await self._manager.cancel(record.run_id)
             raise
         await self._threads.set_status(record.thread_id, "busy")
-        task = asyncio.create_task(self._watch(record), name=f"run-watch-{record.run_id}")
-        self._watchers[record.run_id] = (task, record)
-        self._watch_tasks.add(task)
-        task.add_done_callback(self._watch_tasks.discard)
-        if not self._manager.start(record.run_id, self.work):
-            # Already ended (cancelled between admission and submit) or not ours.
-            self._claim(record.run_id)
-            await self._finish_unstarted(record)
+        if record.queued:
+            # The lane may have been freed while this run was admitted.
+            await self._manager.dispatch(record.thread_id)
+        else:
+            self._manager.start(record.run_id, self.work)
 
-    def _claim(self, run_id: str) -> bool:
-        entry = self._watchers.pop(run_id, None)
-        if entry is None:
-            return False
-        if entry[0] is not asyncio.current_task():
-            entry[0].cancel()
-        return True
-
-    async def _watch(self, record: RunRecord) -> None:
-        await record.abort_event.wait()
-        if self._claim(record.run_id):
-            await self._finish_unstarted(record)
+    def _start_claimed(self, record: RunRecord) -> None:
+        """Run a queued run this process claimed (its stream and thread are set up)."""
+        self._manager.start(record.run_id, self.work)
 
     async def _finish_unstarted(self, record: RunRecord) -> None:
         """Finish a run whose work never ran: pipeline without stats, then cleanup."""
@@ -183,7 +173,6 @@ class RunExecutor:
         Never raises except CancelledError (after finalising), so the
         manager sees the status this method decided.
         """
-        self._claim(record.run_id)
         executing = self._executing.setdefault(record.thread_id, {})
         prior = list(executing.values())
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -208,6 +197,7 @@ class RunExecutor:
         try:
             if prior:
                 await asyncio.wait(prior)
+            await self._await_remote_preempted(record)
             request = RunRequest.from_kwargs(record.kwargs)
             if request.after_seconds > 0:
                 await self._delay(record, request.after_seconds)
@@ -250,6 +240,32 @@ class RunExecutor:
             await asyncio.shield(finish)
             raise asyncio.CancelledError
         await finish
+
+    async def _await_remote_preempted(self, record: RunRecord) -> None:
+        """Wait until the runs this one pre-empted on other processes have ended their streams.
+
+        Their owners stop them on a notification (or their next lease
+        renewal) and roll them back first when asked, so this run starts
+        on the thread state they leave. An owner that died never ends its
+        stream: after two lease TTLs this run goes ahead.
+        """
+        local = self._executing.get(record.thread_id, {})
+        remote = [run_id for run_id in record.preempted if run_id not in local]
+        if not remote:
+            return
+        waits = [self._stream_ended(run_id) for run_id in remote]
+        try:
+            await asyncio.wait_for(asyncio.gather(*waits), 2 * self._manager.lease_ttl)
+        except TimeoutError:
+            logger.warning("run %s: pre-empted runs did not end in time", record.run_id)
+
+    async def _stream_ended(self, run_id: str) -> None:
+        cursor = await self._bridge.latest_event_id(run_id)
+        if await self._bridge.get_status(run_id) != StreamStatus.ACTIVE:
+            return
+        async for event in self._bridge.subscribe(run_id, last_event_id=cursor):
+            if isinstance(event, StreamEvent) and event.terminal:
+                return
 
     @staticmethod
     async def _delay(record: RunRecord, seconds: float) -> None:
@@ -298,6 +314,10 @@ class RunExecutor:
         *,
         cancelled: bool,
     ) -> None:
+        if record.fenced:
+            # Another process ended or took this run: it writes the outcome.
+            logger.warning("run %s: stopped without writing (no longer ours)", record.run_id)
+            return
         rolled_back = cancelled and self._rollback_requested(record)
         if rolled_back and point is not None:
             try:
@@ -399,17 +419,27 @@ class RunExecutor:
 
     # -- lifecycle ------------------------------------------------------------------
 
-    async def close(self) -> None:
-        """Finish the watchers of unstarted runs that were cancelled, drop the others.
+    # -- orphans ----------------------------------------------------------------------
 
-        Call it after ``RunManager.close()`` (which cancels every pending run)
-        and before the bridge closes, so those runs' streams still get their
-        terminal entries.
+    async def recover_orphans(self, *, sole_process: bool = False) -> list[RunRecord]:
+        """End the runs whose owner is gone (see ``reconcile_orphaned_inflight_runs``).
+
+        Each one's stream gets its terminal ``error`` entry and its thread's
+        status is recomputed (the manager already claimed its next queued run).
+        Returns the recovered runs.
         """
-        waiting = [
-            task for task, record in self._watchers.values() if not record.abort_event.is_set()
-        ]
-        for task in waiting:
-            task.cancel()
-        await asyncio.gather(*self._watch_tasks, return_exceptions=True)
-        self._watchers.clear()
+        recovered = await self._manager.reconcile_orphaned_inflight_runs(sole_process=sole_process)
+        for record in recovered:
+            data = {"run_id": record.run_id, "status": "error", "error": record.error}
+            try:
+                await self._bridge.publish_terminal(record.run_id, StreamStatus.ERRORED, data)
+            except Exception:
+                logger.exception("run %s: could not end its stream", record.run_id)
+        for thread_id in dict.fromkeys(r.thread_id for r in recovered):
+            try:
+                await self.refresh_thread_status(thread_id)
+            except Exception:
+                logger.exception("thread %s: could not refresh its status", thread_id)
+        if recovered:
+            logger.warning("recovered %d runs left active by a stopped process", len(recovered))
+        return recovered

@@ -207,18 +207,19 @@ async def record_completion(ctx: FinalizeContext) -> None:
 
 
 async def update_thread_status(ctx: FinalizeContext) -> None:
-    """Step 3: the thread status; re-checked once so a run admitted meanwhile keeps ``busy``."""
-    active = await ctx.manager.has_inflight(ctx.thread_id)
+    """Step 3: the thread status, through :meth:`ThreadStore.settle_status`: ``busy``
+    while another run of the thread is active (also one admitted meanwhile),
+    else the rule of :func:`thread_status_for`. On SQL stores that is one
+    ``UPDATE`` deciding from the runs table; the memory store asks the manager."""
     failed = ctx.status in (RunStatus.error, RunStatus.timeout)
-    waiting = False if active or failed else await ctx.waiting()
-    status = thread_status_for(active=active, failed=failed, waiting=waiting)
-    await ctx.threads.set_status(ctx.thread_id, status)
-    if status != "busy" and await ctx.manager.has_inflight(ctx.thread_id):
-        # A run was admitted between the check and the write; its submit may
-        # have set busy before our write landed.
-        status = "busy"
-        await ctx.threads.set_status(ctx.thread_id, "busy")
-    ctx.thread_status = status
+    waiting = False if failed else await ctx.waiting()
+    status = thread_status_for(active=False, failed=failed, waiting=waiting)
+
+    def has_active_run() -> Awaitable[bool]:
+        return ctx.manager.has_inflight(ctx.thread_id)
+
+    stored = await ctx.threads.settle_status(ctx.thread_id, status, has_active_run=has_active_run)
+    ctx.thread_status = stored or status
 
 
 async def publish_terminal_entry(ctx: FinalizeContext) -> None:

@@ -10,7 +10,7 @@ wrote it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -134,14 +134,21 @@ class ThreadViews:
             return bool(item and any(w[1] == _INTERRUPT_CHANNEL for w in item.pending_writes or ()))
 
     async def refresh_thread_status(self, thread_id: str) -> ThreadStatus:
-        """Recompute and store the thread status (``busy``, ``interrupted`` or ``idle``)."""
-        status: ThreadStatus
-        if await self._manager.has_inflight(thread_id):
-            status = "busy"
-        else:
-            status = "interrupted" if await self.thread_waiting(thread_id, None) else "idle"
-        await self._threads.set_status(thread_id, status)
-        return status
+        """Recompute and store the thread status (``busy``, ``interrupted`` or ``idle``).
+
+        Through :meth:`ThreadStore.settle_status`: ``busy`` while a run of the
+        thread is pending or running (also one admitted meanwhile), else
+        ``interrupted`` when its latest checkpoint waits, else ``idle``.
+        """
+        status: ThreadStatus = (
+            "interrupted" if await self.thread_waiting(thread_id, None) else "idle"
+        )
+
+        def has_active_run() -> Awaitable[bool]:
+            return self._manager.has_inflight(thread_id)
+
+        stored = await self._threads.settle_status(thread_id, status, has_active_run=has_active_run)
+        return stored or status
 
     async def wait_output(self, run_id: str, *, thread_id: str | None = None) -> dict[str, Any]:
         """The wait/join body, once the run's stream has its terminal entry.

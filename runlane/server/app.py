@@ -3,8 +3,10 @@
 Start-up, in this order (each step's resource is closed on the way out, in
 reverse, also when a later step fails):
 
-1. the database engine; SQLite is migrated to the newest schema, Postgres
-   must already be current (``runlane migrate``) or the start is refused;
+1. the database engine and the single-process lock where the deployment
+   allows one process (:mod:`runlane.server.solo`); SQLite is migrated to
+   the newest schema, Postgres must already be current (``runlane migrate``)
+   or the start is refused;
 2. the run, thread and assistant stores (SQL), and the run event store
    (``event_store``: SQL on the same engine by default);
 3. the stream bridge (memory, or Redis when ``redis_url`` is set) with the
@@ -13,20 +15,29 @@ reverse, also when a later step fails):
 5. the graph registry from ``langgraph.json``, and one default assistant per
    graph upserted;
 6. the run manager and the run executor;
-7. orphan recovery: every run left active by a process that is gone ends as
-   ``error``, its stream gets its terminal entry and its thread's status is
-   recomputed (with SQLite, every active run is an orphan: one process only);
-8. the lease keeper.
+7. the cluster member (:mod:`runlane.server.cluster`): orphan recovery
+   (every run left active by a process that is gone ends as ``error``, its
+   stream gets its terminal entry and its thread's status is recomputed;
+   with SQLite, every active run is an orphan: one process only), then the
+   lease keeper, the periodic sweep and, on Postgres, the notification
+   listener.
 
 Only then does the server answer requests (``/ok`` is the readiness probe).
-On shutdown the run manager is closed first (before the executor and the
-checkpointer), so runs still going are interrupted while they can still
-write their final state and stream entry.
+Under ``runlane serve``, SIGTERM (or SIGINT) starts the cluster member's
+drain at once, while uvicorn stops accepting connections: runs get
+``shutdown_grace`` seconds, the rest are interrupted, SSE clients are told
+to reconnect. On shutdown the cluster member and then the run manager are
+closed first (before the bridge and the checkpointer), so runs still going
+are interrupted while they can still write their final state and stream
+entry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -39,9 +50,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 import runlane
 from runlane.config import ConfigurationError, Settings
 from runlane.server.errors import install_error_handlers
-from runlane.server.limits import BodySizeLimitMiddleware
 from runlane.server.logs import configure_logging
-from runlane.server.metrics import RUNS_FINISHED, HttpMetricsMiddleware
+from runlane.server.middleware import RequestMiddleware
 from runlane.server.services import Services
 
 __all__ = ["check_schema", "create_app", "create_app_from_env", "open_services"]
@@ -49,14 +59,20 @@ __all__ = ["check_schema", "create_app", "create_app_from_env", "open_services"]
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """A FastAPI app serving the LangGraph Platform API with ``settings`` (default: from env)."""
+def create_app(settings: Settings | None = None, *, drain_on_signal: bool = False) -> FastAPI:
+    """A FastAPI app serving the LangGraph Platform API with ``settings`` (default: from env).
+
+    ``drain_on_signal``: SIGTERM and SIGINT start the graceful drain (see the
+    module docstring) before uvicorn's own shutdown; for the server process.
+    """
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_services(settings) as services:
             app.state.services = services
+            if drain_on_signal:
+                _drain_on_signals(services)
             try:
                 yield
             finally:
@@ -73,9 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for module in (system, assistants, threads, runs, stateless, events):
         app.include_router(module.router)
-    install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(HttpMetricsMiddleware)
+    # One ASGI layer for the body limit, the catch-all 500 and the request count.
+    install_error_handlers(app, catch_all=False)
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
 
 
@@ -83,7 +99,24 @@ def create_app_from_env() -> FastAPI:
     """Factory for uvicorn's import string (workers, reload): settings and logging from env."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
+    return create_app(settings, drain_on_signal=True)
+
+
+def _drain_on_signals(services: Services) -> None:
+    """Chain a drain start in front of the signal handlers uvicorn installed."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+        if not callable(previous):
+            continue
+
+        def handler(sig: int, frame: Any, previous: Any = previous) -> None:
+            loop.call_soon_threadsafe(services.cluster.begin_drain)
+            previous(sig, frame)
+
+        signal.signal(signum, handler)
 
 
 async def check_schema(engine: AsyncEngine) -> None:
@@ -163,6 +196,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     from runlane.runtime.runs.manager import RunManager
     from runlane.runtime.runs.store.sql import SqlRunStore
     from runlane.runtime.threads.sql import SqlThreadStore
+    from runlane.server.cluster import ClusterMember
+    from runlane.server.solo import hold_solo_lock
+    from runlane.server.sse import OpenStreams
 
     async with AsyncExitStack() as stack:
         if settings.is_sqlite:
@@ -171,6 +207,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(settings.database_url)
         stack.push_async_callback(engine.dispose)
+        await stack.enter_async_context(hold_solo_lock(settings, engine))
         if settings.is_sqlite:
             await upgrade_async(engine)
         else:
@@ -209,10 +246,12 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             threads=threads,
             events=events,
         )
-        # Closed after the manager: runs the manager interrupts still finish
-        # through the executor (status, thread, terminal stream entry).
-        stack.push_async_callback(executor.close)
         stack.push_async_callback(manager.close)
+        streams = OpenStreams()
+        cluster = ClusterMember(
+            settings=settings, manager=manager, executor=executor, streams=streams
+        )
+        stack.push_async_callback(cluster.close)
 
         services = Services(
             settings=settings,
@@ -226,9 +265,10 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             manager=manager,
             executor=executor,
             events=events,
+            streams=streams,
+            cluster=cluster,
         )
-        await _recover_orphans(services)
-        await manager.start_lease_keeper()
+        await cluster.start()
         logger.info(
             "runlane %s ready: graphs %s, database %s, streams %s",
             runlane.__version__,
@@ -237,25 +277,3 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             "redis" if settings.redis_url else "memory",
         )
         yield services
-
-
-async def _recover_orphans(services: Services) -> None:
-    from runlane.runtime.stream_bridge import StreamStatus
-
-    recovered = await services.manager.reconcile_orphaned_inflight_runs(
-        sole_process=services.settings.is_sqlite
-    )
-    for record in recovered:
-        RUNS_FINISHED.inc(status="error")
-        data = {"run_id": record.run_id, "status": "error", "error": record.error}
-        try:
-            await services.bridge.publish_terminal(record.run_id, StreamStatus.ERRORED, data)
-        except Exception:
-            logger.exception("run %s: could not end its stream", record.run_id)
-    for thread_id in dict.fromkeys(r.thread_id for r in recovered):
-        try:
-            await services.executor.refresh_thread_status(thread_id)
-        except Exception:
-            logger.exception("thread %s: could not refresh its status", thread_id)
-    if recovered:
-        logger.warning("recovered %d runs left active by a stopped process", len(recovered))

@@ -13,6 +13,7 @@ InvalidInputError and subclasses         422     e.g. ``invalid_thread_id``
 BadRequestError                          400     ``bad_request``
 PayloadTooLargeError                     413     ``payload_too_large``
 StoreUnavailableError                    503     ``store_unavailable``
+ShuttingDownError                        503     ``shutting_down``
 any other RunlaneError                   400     from the class name
 RequestValidationError (bad body)        422     ``validation_error``, names fields
 HTTPException                            its     ``http_<status>``
@@ -22,7 +23,8 @@ anything else                            500     ``internal_error``
 The table is keyed by class *name* along the exception's MRO, so an error
 class defined in another package maps without this module importing it.
 A 500 never carries the exception's text: it is logged with its traceback
-and the client reads only "Internal server error".
+and the client reads only "Internal server error" (the catch-all is
+:class:`~runlane.server.middleware.RequestMiddleware`).
 """
 
 from __future__ import annotations
@@ -36,13 +38,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runlane.exceptions import RunlaneError
 
 __all__ = [
     "STATUS_BY_ERROR",
-    "InternalErrorMiddleware",
     "error_code",
     "error_response",
     "install_error_handlers",
@@ -65,6 +65,7 @@ STATUS_BY_ERROR: dict[str, int] = {
     "PayloadTooLargeError": 413,
     "InvalidInputError": 422,
     "StoreUnavailableError": 503,
+    "ShuttingDownError": 503,
     "RunlaneError": 400,
 }
 """HTTP status by exception class name; the first name found along the MRO wins."""
@@ -125,42 +126,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, message, f"http_{exc.status_code}", exc.headers)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers above on ``app`` and the catch-all 500 middleware."""
+def install_error_handlers(app: FastAPI, *, catch_all: bool = True) -> None:
+    """Register the handlers above on ``app``.
+
+    ``catch_all``: also add :class:`~runlane.server.middleware.RequestMiddleware`
+    as the catch-all 500 (nothing else); pass False when the app adds that
+    middleware itself, as :func:`runlane.server.app.create_app` does.
+    """
     app.add_exception_handler(RunlaneError, _runlane_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_middleware(InternalErrorMiddleware)
+    if catch_all:
+        from runlane.server.middleware import RequestMiddleware
 
-
-class InternalErrorMiddleware:
-    """Turns an unhandled exception into a 500 JSON error, logged with its traceback.
-
-    If the response had already started (a stream failing midway), the
-    exception propagates so the server closes the connection; nothing about
-    it is ever written to the client.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        except Exception:
-            logger.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
-            if started:
-                raise
-            response = error_response(500, "Internal server error", "internal_error")
-            await response(scope, receive, send)
+        app.add_middleware(RequestMiddleware, count_requests=False)

@@ -20,8 +20,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from threading import Lock
 from typing import TypeVar
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 __all__ = [
     "HTTP_REQUESTS",
     "PROCESS_METRICS",
@@ -29,7 +27,6 @@ __all__ = [
     "RUNS_FINISHED",
     "Counter",
     "Gauge",
-    "HttpMetricsMiddleware",
     "MetricsRegistry",
     "Sample",
     "ScrapeCallback",
@@ -196,32 +193,4 @@ HTTP_REQUESTS = PROCESS_METRICS.counter(
     "HTTP requests answered, by method, route template and status code.",
     ("method", "route", "status"),
 )
-
-
-class HttpMetricsMiddleware:
-    """Counts every HTTP request in :data:`HTTP_REQUESTS` by its route *template*.
-
-    Unmatched paths count under ``route="<unmatched>"`` so arbitrary URLs
-    cannot grow the label set; an exception that escapes counts as 500.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
-            HTTP_REQUESTS.inc(method=str(scope.get("method", "")), route=route, status=str(status))
+"""Counted by :class:`~runlane.server.middleware.RequestMiddleware`."""

@@ -296,6 +296,7 @@ async def stream_run(
         on_disconnect=on_disconnect,
         event_filter=mode_filter(modes),
         prime=prime,
+        streams=services.streams,
     )
 
 

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from runlane.runtime.runs.store.base import RunStore
     from runlane.runtime.stream_bridge.base import StreamBridge
     from runlane.runtime.threads.base import ThreadStore
+    from runlane.server.cluster import ClusterMember
+    from runlane.server.sse import OpenStreams
 
 __all__ = ["Services", "get_services"]
 
@@ -39,6 +41,8 @@ class Services:
     manager: RunManager
     executor: RunExecutor
     events: EventStore
+    streams: OpenStreams
+    cluster: ClusterMember
 
 
 def get_services(request: Request) -> Services:

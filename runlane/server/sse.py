@@ -60,6 +60,7 @@ __all__ = [
     "HEARTBEAT_FRAME",
     "HIGH_WATER",
     "EventStreamResponse",
+    "OpenStreams",
     "end_data",
     "end_frame",
     "event_frame",
@@ -159,6 +160,29 @@ def mode_filter(modes: Iterable[str] | None) -> Callable[[str], bool] | None:
     return keep
 
 
+class OpenStreams:
+    """The SSE responses this process is sending, so a shutdown can hang them all up."""
+
+    def __init__(self) -> None:
+        self._streams: set[EventStreamResponse] = set()
+
+    def add(self, stream: EventStreamResponse) -> None:
+        self._streams.add(stream)
+
+    def discard(self, stream: EventStreamResponse) -> None:
+        self._streams.discard(stream)
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def hang_up_all(self) -> int:
+        """:meth:`EventStreamResponse.hang_up` every open stream; how many there were."""
+        streams = list(self._streams)
+        for stream in streams:
+            stream.hang_up()
+        return len(streams)
+
+
 class EventStreamResponse(Response):
     """The SSE response for one subscription; see the module docstring.
 
@@ -184,6 +208,7 @@ class EventStreamResponse(Response):
         prime: bool = False,
         retry_ms: int = 1000,
         headers: Mapping[str, str] | None = None,
+        streams: OpenStreams | None = None,
     ) -> None:
         self.status_code = 200
         self.background = None
@@ -219,6 +244,8 @@ class EventStreamResponse(Response):
         self._done = False
         self._ready = asyncio.Event()
         self._space = asyncio.Event()
+        self._streams = streams
+        self._producer: anyio.CancelScope | None = None
 
     # -- producer ---------------------------------------------------------------
 
@@ -280,6 +307,22 @@ class EventStreamResponse(Response):
                 with anyio.CancelScope(shield=True):
                     await aclose()
 
+    async def _produce_until_hang_up(self) -> None:
+        with anyio.CancelScope() as self._producer:
+            await self._produce()
+
+    def hang_up(self) -> None:
+        """Close the stream with a ``retry:`` hint, so the client reconnects elsewhere.
+
+        For a process shutting down; a stream that already queued its
+        terminal entry is left to finish.
+        """
+        if self.completed or self._done:
+            return
+        self._push(b"retry: %d\n\n" % self.retry_ms)
+        if self._producer is not None:
+            self._producer.cancel()
+
     async def _wait_for_space(self) -> None:
         self._space.clear()
         await self._space.wait()
@@ -333,14 +376,18 @@ class EventStreamResponse(Response):
     # -- ASGI -------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._streams is not None:
+            self._streams.add(self)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._listen, receive, tg.cancel_scope)
                 tg.start_soon(self._watch_sends, tg.cancel_scope)
-                tg.start_soon(self._produce)
+                tg.start_soon(self._produce_until_hang_up)
                 await self._respond(scope, receive, send)
                 tg.cancel_scope.cancel()
         finally:
+            if self._streams is not None:
+                self._streams.discard(self)
             if (self.disconnected or self.timed_out) and not self.completed:
                 await self._client_left()
 

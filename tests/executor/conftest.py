@@ -171,7 +171,6 @@ async def make_stack(checkpointer: BaseCheckpointSaver[Any]) -> tuple[Stack, Mem
 async def close_stack(stack: Stack) -> None:
     stack.gate.release.set()
     await stack.manager.close()
-    await stack.executor.close()
     await stack.bridge.close()
 
 

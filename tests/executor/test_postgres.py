@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 import anyio
@@ -48,3 +50,18 @@ async def test_postgres_checkpointer_runs_resumes_and_rolls_back(
             assert await stack.thread_status("t1") == "idle"
         finally:
             await close_stack(stack)
+
+
+async def test_processes_starting_together_all_set_up_the_checkpointer(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # Several processes migrate the checkpoint tables at once on a fresh database.
+    async with contextlib.AsyncExitStack() as stack:
+        savers = await asyncio.gather(
+            *(
+                stack.enter_async_context(open_checkpointer(postgres_url, tmp_path / str(n)))
+                for n in range(4)
+            )
+        )
+        config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        assert [await saver.aget_tuple(config) for saver in savers] == [None] * 4

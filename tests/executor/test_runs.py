@@ -302,7 +302,6 @@ async def test_shutdown_ends_the_streams_of_running_and_queued_runs(stack: Stack
         await stack.gate.started.wait()
     queued = await stack.start("t1", "slow", input={"log": []})
     await stack.manager.close()
-    await stack.executor.close()
     assert [e.event for e in await stack.events(queued.run_id)] == ["metadata", "cancel"]
     assert (await stack.events(running.run_id))[-1].event == "cancel"
     assert stack.gate.calls == 1

@@ -62,6 +62,11 @@ async def test_metrics_parse_and_count_requests(client: httpx.AsyncClient) -> No
         "runlane_local_run_records",
         "runlane_runs_created_total",
         "runlane_runs_finished_total",
+        "runlane_claimed_total",
+        "runlane_fenced_total",
+        "runlane_orphans_recovered_total",
+        "runlane_lease_unconfirmed_seconds",
     ):
         assert name in response.text, name
     assert samples["runlane_runs_active"] == [({}, 0.0)]
+    assert samples["runlane_fenced_total"] == [({}, 0.0)]

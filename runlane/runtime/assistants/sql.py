@@ -5,12 +5,19 @@ assistant's row (a no-op ``UPDATE``: the row lock on Postgres, the write lock
 on SQLite), then reads the highest version, so concurrent updates of one
 assistant get distinct, consecutive versions. Transient errors (SQLite busy,
 lost connections) are raised unchanged; a failed call wrote nothing.
+
+:meth:`SqlAssistantStore.get` is cached in the process for ``cache_ttl``
+seconds (one by default; :mod:`runlane.runtime.assistants.cache`): a write
+through the same store object is seen by its next read at once, a write by
+another process (another worker on the same database) within ``cache_ttl``
+seconds. Searches, counts and versions always read the database.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +25,7 @@ from sqlalchemy import ColumnElement, Select, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from runlane.db.engine import begin_write
+from runlane.db.engine import begin_read, begin_write
 from runlane.db.tables import assistant_versions, assistants
 from runlane.exceptions import AssistantExistsError
 from runlane.runtime.assistants.base import (
@@ -35,6 +42,7 @@ from runlane.runtime.assistants.base import (
     updated_fields,
     version_fields,
 )
+from runlane.runtime.assistants.cache import DEFAULT_ASSISTANT_CACHE_TTL, AssistantCache
 from runlane.runtime.metadata import check_filter, check_page, sql_contains
 from runlane.runtime.runs.store.sql_rows import now_utc, to_iso
 from runlane.runtime.threads.base import IfExists, SortOrder, check_sort
@@ -55,19 +63,32 @@ class SqlAssistantStore(AssistantStore):
 
     The engine must come from :func:`runlane.db.engine.create_engine` and the
     schema must be at head. The caller owns the engine (:meth:`close` leaves
-    it open).
+    it open). ``cache_ttl``: seconds a :meth:`get` is reused (0: never); see
+    the module docstring for what that means with several processes.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, cache_ttl: float = DEFAULT_ASSISTANT_CACHE_TTL
+    ) -> None:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise ValueError(
                 f"SqlAssistantStore supports SQLite and Postgres, not {engine.dialect.name}"
             )
         self._engine = engine
         self._dialect = engine.dialect.name
+        self._cache = AssistantCache(cache_ttl)
+
+    @contextmanager
+    def _changing(self, assistant_id: str | None) -> Iterator[None]:
+        """Around every write: the cache forgets ``assistant_id`` once it ended."""
+        self._cache.write_began()
+        try:
+            yield
+        finally:
+            self._cache.write_ended(assistant_id)
 
     async def _fetch(self, statement: Select[Any], fields: tuple[str, ...]) -> list[dict[str, Any]]:
-        async with self._engine.connect() as conn:
+        async with begin_read(self._engine) as conn:
             result = await conn.execute(statement)
             return [_dict(row, fields) for row in result.mappings()]
 
@@ -148,6 +169,10 @@ class SqlAssistantStore(AssistantStore):
 
     async def put(self, assistant: Mapping[str, Any]) -> dict[str, Any]:
         assistant_id, fields = put_fields(assistant)
+        with self._changing(assistant_id):
+            return await self._put(assistant_id, fields)
+
+    async def _put(self, assistant_id: str, fields: dict[str, Any]) -> dict[str, Any]:
         async with begin_write(self._engine) as conn:
             created = await self._insert(conn, assistant_id, fields)
             if created is not None:
@@ -185,11 +210,12 @@ class SqlAssistantStore(AssistantStore):
             name=name,
             description=description,
         )
-        async with begin_write(self._engine) as conn:
-            created = await self._insert(conn, assistant_id, fields)
-            if created is not None:
-                return created
-            existing = await self._get(conn, assistant_id)
+        with self._changing(assistant_id):
+            async with begin_write(self._engine) as conn:
+                created = await self._insert(conn, assistant_id, fields)
+                if created is not None:
+                    return created
+                existing = await self._get(conn, assistant_id)
         if if_exists == "raise" or existing is None:
             raise AssistantExistsError(f"Assistant {assistant_id} already exists.")
         return existing
@@ -200,8 +226,14 @@ class SqlAssistantStore(AssistantStore):
         return None if row is None else _dict(row, ASSISTANT_FIELDS)
 
     async def get(self, assistant_id: str) -> dict[str, Any] | None:
-        async with self._engine.connect() as conn:
-            return await self._get(conn, assistant_id)
+        cached = self._cache.get(assistant_id)
+        if cached is not None:
+            return cached
+        ticket = self._cache.ticket()
+        async with begin_read(self._engine) as conn:
+            found = await self._get(conn, assistant_id)
+        self._cache.fill(assistant_id, found, ticket)
+        return found
 
     async def update(
         self,
@@ -223,20 +255,24 @@ class SqlAssistantStore(AssistantStore):
             "description": description,
         }
         check_changes(changes)
-        async with begin_write(self._engine) as conn:
-            current = await self._lock(conn, assistant_id)
-            if current is None:
-                return None
-            return await self._write_version(conn, assistant_id, updated_fields(current, changes))
+        with self._changing(assistant_id):
+            async with begin_write(self._engine) as conn:
+                current = await self._lock(conn, assistant_id)
+                if current is None:
+                    return None
+                fields = updated_fields(current, changes)
+                return await self._write_version(conn, assistant_id, fields)
 
     async def delete(self, assistant_id: str) -> bool:
-        async with begin_write(self._engine) as conn:
-            await conn.execute(
-                assistant_versions.delete().where(assistant_versions.c.assistant_id == assistant_id)
-            )
-            result = await conn.execute(
-                assistants.delete().where(assistants.c.assistant_id == assistant_id)
-            )
+        versions = assistant_versions.delete().where(
+            assistant_versions.c.assistant_id == assistant_id
+        )
+        with self._changing(assistant_id):
+            async with begin_write(self._engine) as conn:
+                await conn.execute(versions)
+                result = await conn.execute(
+                    assistants.delete().where(assistants.c.assistant_id == assistant_id)
+                )
         return result.rowcount == 1
 
     def _filters(
@@ -293,7 +329,7 @@ class SqlAssistantStore(AssistantStore):
     ) -> int:
         statement = select(func.count()).select_from(assistants)
         statement = statement.where(*self._filters(graph_id, name, metadata))
-        async with self._engine.connect() as conn:
+        async with begin_read(self._engine) as conn:
             return int(await conn.scalar(statement) or 0)
 
     async def versions(
@@ -320,6 +356,10 @@ class SqlAssistantStore(AssistantStore):
 
     async def set_latest(self, assistant_id: str, version: int) -> dict[str, Any] | None:
         check_version(version)
+        with self._changing(assistant_id):
+            return await self._set_latest(assistant_id, version)
+
+    async def _set_latest(self, assistant_id: str, version: int) -> dict[str, Any] | None:
         async with begin_write(self._engine) as conn:
             if await self._lock(conn, assistant_id) is None:
                 return None

@@ -2,7 +2,9 @@
 
 :class:`Lanes` keeps the local records (``_runs``), starts a run's work when
 it holds its thread's lane, frees the lane when it ends and evicts the record
-afterwards. :class:`runlane.runtime.runs.manager.RunManager` builds on it.
+afterwards. With a store, freeing a lane claims the thread's next queued run
+for this process (whichever process admitted it); without one, queues are
+local. :class:`runlane.runtime.runs.manager.RunManager` builds on it.
 """
 
 from __future__ import annotations
@@ -14,17 +16,22 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from runlane.exceptions import ConflictError
+from runlane.runtime.runs.records import record_from_row
 from runlane.runtime.runs.retry import PersistenceRetryPolicy, call_with_retry
 from runlane.runtime.runs.schemas import CancelAction, MultitaskStrategy, RunRecord, RunStatus
 from runlane.runtime.runs.store.base import RunStore
 
-__all__ = ["Lanes", "Work"]
+__all__ = ["Lanes", "OnClaimed", "OnUnstartedEnd", "Work"]
 
 logger = logging.getLogger("runlane.runtime.runs.manager")
 
 T = TypeVar("T")
 Work = Callable[[RunRecord], Awaitable[Any]]
 """What a run does once it holds its lane; see :meth:`Lanes.start`."""
+OnClaimed = Callable[[RunRecord], None]
+"""Starts a run this process claimed from the queue with no work registered for it."""
+OnUnstartedEnd = Callable[[RunRecord], Awaitable[None]]
+"""Finishes a run that ended before its work started (its stream's terminal entry)."""
 
 
 def _now_iso() -> str:
@@ -43,12 +50,29 @@ class Lanes:
         self._runs: dict[str, RunRecord] = {}
         self._work: dict[str, Work] = {}
         self._evictions: dict[str, asyncio.TimerHandle] = {}
+        self._on_claimed: OnClaimed | None = None
+        self._on_unstarted_end: OnUnstartedEnd | None = None
+        self._finishing: set[asyncio.Task[None]] = set()
 
     if TYPE_CHECKING:
 
         async def set_status(
             self, run_id: str, status: RunStatus | str, *, error: str | None = None
         ) -> bool: ...
+
+        async def dispatch(self, thread_id: str) -> None: ...
+
+    def bind(self, *, on_claimed: OnClaimed, on_unstarted_end: OnUnstartedEnd) -> None:
+        """Install the executor's hooks.
+
+        ``on_claimed(record)`` starts a run this process claimed from the
+        queue when no work was registered for it with :meth:`start` (it was
+        admitted by another process, or its admission did not start it).
+        ``on_unstarted_end(record)`` runs once for every owned or claimed run
+        that ended before its work started, so its stream still ends.
+        """
+        self._on_claimed = on_claimed
+        self._on_unstarted_end = on_unstarted_end
 
     # -- registry -----------------------------------------------------------
 
@@ -150,9 +174,26 @@ class Lanes:
         record.task = asyncio.create_task(self._drive(record, work), name=f"run-{record.run_id}")
         record.task.add_done_callback(lambda _: self._schedule_eviction(record))
 
+    async def _finish_unstarted(self, record: RunRecord) -> None:
+        # Once per run: the hook's own status write ends up here again.
+        if record.unstarted_end_called:
+            return
+        record.unstarted_end_called = True
+        if self._on_unstarted_end is not None and not record.fenced:
+            try:
+                await self._on_unstarted_end(record)
+            except Exception:
+                logger.exception("run %s: finishing the unstarted run failed", record.run_id)
+
+    def _finish_unstarted_soon(self, record: RunRecord) -> None:
+        task = asyncio.create_task(self._finish_unstarted(record), name=f"run-end-{record.run_id}")
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
     async def _drive(self, record: RunRecord, work: Work) -> None:
+        started = False
         try:
-            if await self._try_start(record):
+            if started := await self._try_start(record):
                 try:
                     await work(record)
                 except asyncio.CancelledError:
@@ -169,6 +210,8 @@ class Lanes:
                     if record.status == RunStatus.running:
                         await self.set_status(record.run_id, RunStatus.success)
         finally:
+            if not started:
+                await asyncio.shield(self._finish_unstarted(record))
             await asyncio.shield(self._after_run(record))
 
     async def _try_start(self, record: RunRecord) -> bool:
@@ -193,31 +236,46 @@ class Lanes:
         return True
 
     async def _after_run(self, record: RunRecord) -> None:
+        if record.fenced:
+            return  # the run is not ours any more: write nothing, claim nothing
         if record.is_active:
             await self.set_status(record.run_id, RunStatus.interrupted)
         await self._release_lane(record.thread_id)
 
     async def _release_lane(self, thread_id: str) -> None:
         """Start the next queued run of the thread if its lane is free."""
-        if self._store is None:
-            siblings = self._thread_records(thread_id)
-            if any(r.is_active and not r.queued for r in siblings):
-                return
-            waiting = [r for r in siblings if r.is_active and r.queued]
-            promoted = waiting[0].run_id if waiting else None
-        else:
-            try:
-                promoted = await self._retry(self._store.promote_next, thread_id)
-            except Exception:
-                logger.exception("could not promote the next run of thread %s", thread_id)
-                return
-        record = self._runs.get(promoted) if promoted else None
-        if record is not None:
-            record.queued = False
+        if self._store is not None:
+            await self.dispatch(thread_id)
+            return
+        siblings = self._thread_records(thread_id)
+        if any(r.is_active and not r.queued for r in siblings):
+            return
+        waiting = [r for r in siblings if r.is_active and r.queued]
+        if waiting:
+            waiting[0].queued = False
+            self._spawn(waiting[0])
+
+    def _adopt(self, row: dict[str, Any]) -> None:
+        """Run a row this process just claimed: its registered work, else ``on_claimed``."""
+        record = self._runs.get(row["run_id"])
+        if record is None:
+            record = record_from_row(row)
+            record.store_only = False
+            self._runs[record.run_id] = record
+        record.queued = False
+        record.owner_id = row["owner_id"]
+        record.lease_expires_at = row["lease_expires_at"]
+        if record.run_id in self._work:
             self._spawn(record)
+        elif self._on_claimed is not None:
+            self._on_claimed(record)
+        else:
+            logger.warning("run %s: claimed, but nothing here can run it", record.run_id)
 
     async def _ended(self, record: RunRecord) -> None:
         """Free the lane and schedule eviction unless the run's task does it."""
+        if record.task is None:
+            await self._finish_unstarted(record)
         if record.task is None or record.task.done():
             await self._release_lane(record.thread_id)
             self._schedule_eviction(record)

@@ -15,6 +15,12 @@ Guarantees:
 - Terminal statuses are compare-and-set: a late writer cannot replace one.
 - Store writes are retried with backoff on transient errors only; a lost row
   is recreated from the local record.
+- Across processes sharing a store: a queued run belongs to nobody until the
+  process that frees its lane (or a sweep, :meth:`claim_stalled`) claims it;
+  each process renews its runs' leases in one statement per tick
+  (:meth:`renew_leases`) and stops, writing nothing more, any run the store
+  no longer confirms as its own (fencing); cancels requested anywhere reach
+  the owner through the row (:meth:`apply_cancel_request`).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -34,12 +40,12 @@ from runlane.exceptions import (
     ConflictError,
     InvalidPayloadError,
     RunNotFoundError,
+    ShuttingDownError,
     StoreUnavailableError,
 )
-from runlane.runtime.runs.lanes import Lanes, Work
-from runlane.runtime.runs.persistence import RunWriter
+from runlane.runtime.runs.lanes import Work
+from runlane.runtime.runs.ownership import RESTART_ERROR, Ownership
 from runlane.runtime.runs.records import record_from_row, row_from_record
-from runlane.runtime.runs.recovery import recover_orphans
 from runlane.runtime.runs.retry import PersistenceRetryPolicy
 from runlane.runtime.runs.schemas import (
     ACTIVE_STATUSES,
@@ -63,15 +69,8 @@ __all__ = ["RESTART_ERROR", "PersistenceRetryPolicy", "RunManager", "Work"]
 logger = logging.getLogger(__name__)
 
 
-RESTART_ERROR = "The server stopped before this run reached a final state."
-
-
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _default_owner_id() -> str:
@@ -85,7 +84,7 @@ def _check_json(name: str, value: Any) -> None:
         raise InvalidPayloadError(f"Run {name} is not JSON-serialisable: {exc}") from None
 
 
-class RunManager(Lanes):
+class RunManager(Ownership):
     """Lifecycle of the runs this process owns; see the module docstring."""
 
     def __init__(
@@ -94,17 +93,18 @@ class RunManager(Lanes):
         *,
         persistence_retry_policy: PersistenceRetryPolicy | None = None,
         owner_id: str | None = None,
-        lease_ttl: float = 30.0,
+        lease_ttl: float = 10.0,
         eviction_delay: float = 60.0,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
-        policy = persistence_retry_policy or PersistenceRetryPolicy()
-        super().__init__(store, policy, eviction_delay=eviction_delay)
-        self.owner_id = owner_id or _default_owner_id()
-        self._lease_ttl = timedelta(seconds=lease_ttl)
-        self._clock = clock
-        self._writer = RunWriter(store, policy) if store is not None else None
-        self._lease_task: asyncio.Task[None] | None = None
+        super().__init__(
+            store,
+            persistence_retry_policy or PersistenceRetryPolicy(),
+            owner_id=owner_id or _default_owner_id(),
+            lease_ttl=lease_ttl,
+            eviction_delay=eviction_delay,
+            clock=clock,
+        )
 
     # -- store access ---------------------------------------------------------
 
@@ -138,7 +138,7 @@ class RunManager(Lanes):
             created_at=now,
             updated_at=now,
             owner_id=self.owner_id,
-            lease_expires_at=(self._clock() + self._lease_ttl).isoformat(),
+            lease_expires_at=(self._local_now() + self._lease_ttl).isoformat(),
         )
 
     # -- creating runs ----------------------------------------------------------
@@ -205,6 +205,8 @@ class RunManager(Lanes):
         returned record is ``pending``; ``record.queued`` says whether it
         waits behind another run. Runs it pre-empted are ``interrupted``.
         """
+        if self.draining:
+            raise ShuttingDownError()
         strategy = parse_strategy(multitask_strategy)
         record = self._new_record(
             thread_id,
@@ -233,11 +235,16 @@ class RunManager(Lanes):
             except Exception as exc:
                 raise StoreUnavailableError() from exc
             record.queued, preempted = admission.queued, list(admission.preempted)
+            if record.queued:
+                record.owner_id = record.lease_expires_at = None  # as stored: nobody's yet
+        record.preempted = tuple(preempted)
         self._runs[record.run_id] = record
         for other_id in preempted:
             other = self._runs.get(other_id)
             if other is not None and other.is_active:
                 self._abort_locally(other, CancelAction(strategy.value), SUPERSEDED_ERROR)
+                if other.task is None:
+                    self._finish_unstarted_soon(other)
                 if self._store is None:
                     self._schedule_eviction(other)
         return record
@@ -265,6 +272,8 @@ class RunManager(Lanes):
         """
         new = parse_status(status)
         record = self._owned(run_id)
+        if record.fenced:
+            return False
         if not can_transition(record.status, new):
             logger.info("run %s: ignoring %s -> %s", run_id, record.status.value, new.value)
             return False
@@ -292,6 +301,8 @@ class RunManager(Lanes):
         if unknown:
             raise TypeError(f"unknown completion fields: {', '.join(sorted(unknown))}")
         record = self._owned(run_id)
+        if record.fenced:
+            return False
         if can_transition(record.status, new):
             record.status = new
         for name, value in stats.items():
@@ -320,6 +331,10 @@ class RunManager(Lanes):
         record = self._runs.get(run_id)
         if record is not None and user_id is not None and record.user_id != user_id:
             return False
+        if record is not None and record.queued and self._store is not None and record.is_active:
+            # The row decides: another process may have claimed the run already.
+            self._evict(run_id)
+            return await self._cancel_remote(run_id, action, user_id, local=record)
         if record is None:
             return await self._cancel_remote(run_id, action, user_id)
         if record.status == RunStatus.interrupted:
@@ -329,7 +344,7 @@ class RunManager(Lanes):
         if self._store is not None:
             try:
                 winner = await self._retry(
-                    self._store.request_cancel, run_id, action, now=self._clock()
+                    self._store.request_cancel, run_id, action, now=self._local_now()
                 )
             except Exception:
                 logger.exception("run %s: could not record the cancel durably", run_id)
@@ -345,7 +360,14 @@ class RunManager(Lanes):
         await self._ended(record)
         return True
 
-    async def _cancel_remote(self, run_id: str, action: CancelAction, user_id: str | None) -> bool:
+    async def _cancel_remote(
+        self,
+        run_id: str,
+        action: CancelAction,
+        user_id: str | None,
+        *,
+        local: RunRecord | None = None,
+    ) -> bool:
         if self._store is None:
             return False
         row = await self._retry(self._store.get, run_id, user_id=user_id)
@@ -353,14 +375,31 @@ class RunManager(Lanes):
             return False
         if row["status"] == RunStatus.interrupted:
             return True
+        now = self._local_now()
         if row["status"] == RunStatus.pending:
-            await self._retry(self._store.request_cancel, run_id, action, now=self._clock())
-            return bool(await self._retry(self._store.update_status, run_id, "interrupted"))
+            # Not started: it never will. Its owner (if it has one yet) sees
+            # its start refused and ends its stream; a queued run has no
+            # owner, so this process does.
+            await self._retry(self._store.request_cancel, run_id, action, now=now)
+            if not await self._retry(self._store.update_status, run_id, "interrupted"):
+                return await self._is_interrupted(run_id)
+            if row["queued"]:
+                record = local or record_from_row(row)
+                record.status, record.cancel_action = RunStatus.interrupted, action
+                record.abort_action = action
+                record.abort_event.set()
+                await self._finish_unstarted(record)
+            return True
         if row["status"] == RunStatus.running:
-            # The owner learns of the request when it renews its lease.
-            won = await self._retry(self._store.request_cancel, run_id, action, now=self._clock())
+            # The owner is told at once (a notification) or at its next renewal.
+            won = await self._retry(self._store.request_cancel, run_id, action, now=now)
             return won is not None
         return False
+
+    async def _is_interrupted(self, run_id: str) -> bool:
+        assert self._store is not None
+        row = await self._retry(self._store.get, run_id)
+        return row is not None and row["status"] == RunStatus.interrupted
 
     # -- reads ----------------------------------------------------------------
 
@@ -442,84 +481,34 @@ class RunManager(Lanes):
             await asyncio.sleep(delay)
         self._evict(run_id)
 
-    # -- leases and orphans -----------------------------------------------------
-
-    async def reconcile_orphaned_inflight_runs(
-        self,
-        *,
-        error: str = RESTART_ERROR,
-        before: str | None = None,
-        sole_process: bool = False,
-    ) -> list[RunRecord]:
-        """End as ``error`` every active run whose owner is gone.
-
-        A run is an orphan when its lease is missing or expired (with
-        ``sole_process``, any lease at all: no other process can be alive)
-        and this process has no live record of it. Each one is claimed with
-        one conditional update (an owner that renewed in time keeps its run),
-        then gets ``status="error"``, ``error`` and
-        ``stop_reason="orphan_recovered"``. Returns the runs that were ended;
-        a run whose error status could not be written is not among them.
-        """
-        if self._writer is None:
-            return []
-        recovered = await recover_orphans(
-            self._writer,
-            owner_id=self.owner_id,
-            now=self._clock(),
-            lease_ttl=self._lease_ttl,
-            error=error,
-            before=before,
-            sole_process=sole_process,
-            is_live=lambda run_id: run_id in self._runs and self._runs[run_id].is_active,
-        )
-        for thread_id in {r.thread_id for r in recovered}:
-            await self._release_lane(thread_id)
-        return recovered
-
-    async def renew_leases(self) -> None:
-        """Extend the leases of this process's active runs in one store call.
-
-        A cancel requested durably by another process is applied here.
-        """
-        if self._store is None:
-            return
-        renewals = await self._retry(
-            self._store.renew_leases,
-            self.owner_id,
-            lease_expires_at=self._clock() + self._lease_ttl,
-        )
-        for renewal in renewals:
-            record = self._runs.get(renewal.run_id)
-            if renewal.cancel_action and record is not None and not record.abort_event.is_set():
-                await self.cancel(record.run_id, action=renewal.cancel_action)
-
-    async def start_lease_keeper(self) -> None:
-        """Renew leases every third of the lease TTL until :meth:`close`."""
-        if self._lease_task is None:
-            self._lease_task = asyncio.create_task(self._keep_leases(), name="runlane-leases")
-
-    async def _keep_leases(self) -> None:
-        interval = self._lease_ttl.total_seconds() / 3
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.renew_leases()
-            except Exception:
-                logger.exception("lease renewal failed")
-
     async def close(self) -> None:
-        """Stop renewing leases, interrupt the runs still going, drop all records."""
+        """Stop renewing leases, interrupt the runs still going, drop all records.
+
+        With :attr:`shares_store`, queued runs are left queued for the other
+        processes instead of being interrupted.
+        """
+        self.draining = True
         if self._lease_task is not None:
             self._lease_task.cancel()
             await asyncio.gather(self._lease_task, return_exceptions=True)
             self._lease_task = None
-        tasks = [r.task for r in self._runs.values() if r.task is not None and not r.task.done()]
+        tasks = self.running_tasks()
+        unstarted: list[RunRecord] = []
         for record in list(self._runs.values()):
-            if record.is_active:
+            if record.queued and record.task is None and self.shares_store:
+                # Nobody's run yet: a peer claims it (release_queues tells them).
+                self._released_lanes.add(record.thread_id)
+                self._evict(record.run_id)
+                continue
+            if record.is_active and not record.fenced:
                 self._abort_locally(record, CancelAction.interrupt, RESTART_ERROR)
                 await self._persist_status(record)
+                if record.task is None:
+                    unstarted.append(record)
         await asyncio.gather(*tasks, return_exceptions=True)
+        for record in unstarted:
+            await self._finish_unstarted(record)
+        await asyncio.gather(*self._finishing, return_exceptions=True)
         for handle in self._evictions.values():
             handle.cancel()
         for run_id in list(self._runs):

@@ -14,14 +14,15 @@ __all__ = ["recover_orphans"]
 
 logger = logging.getLogger(__name__)
 
-_END_OF_TIME = datetime.max.replace(tzinfo=UTC)
+# Later than any lease, with room for a TTL on top (the claim writes now + ttl).
+_FAR_FUTURE = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 async def recover_orphans(
     writer: RunWriter,
     *,
     owner_id: str,
-    now: datetime,
+    now: datetime | None,
     lease_ttl: timedelta,
     error: str,
     before: str | None,
@@ -30,13 +31,17 @@ async def recover_orphans(
 ) -> list[RunRecord]:
     """Claim and end as ``error`` the active runs whose lease is missing or expired.
 
-    ``sole_process`` treats every lease as expired (nobody else can hold
-    one). Runs for which ``is_live`` is true are skipped. The claim is the
-    decision: a run whose owner renewed its lease in time is not claimed.
+    ``now`` None means the database's clock. ``sole_process`` treats every
+    lease as expired and every queued run as an orphan too (nobody else can
+    hold one, and their streams died with the previous process). Runs for
+    which ``is_live`` is true are skipped. The claim is the decision: a run
+    whose owner renewed its lease in time is not claimed.
     """
     store = writer.store
-    claim_now = _END_OF_TIME if sole_process else now
-    candidates = await writer.retry(store.list_orphan_candidates, now=claim_now, before=before)
+    claim_now = _FAR_FUTURE if sole_process else now
+    candidates = await writer.retry(
+        store.list_orphan_candidates, now=claim_now, before=before, include_queued=sole_process
+    )
     recovered: list[RunRecord] = []
     for row in candidates:
         run_id = row["run_id"]
@@ -48,7 +53,7 @@ async def recover_orphans(
                 run_id,
                 owner_id=owner_id,
                 now=claim_now,
-                lease_expires_at=now + lease_ttl,
+                ttl=lease_ttl,
             )
             if not claimed or not await writer.retry(
                 store.update_status, run_id, RunStatus.error.value, error=error

@@ -173,6 +173,13 @@ class RunRecord:
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
     abort_event: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     abort_action: CancelAction | None = None
+    preempted: tuple[str, ...] = ()
+    """Runs this one ended on admission (interrupt/rollback strategies)."""
+    unstarted_end_called: bool = False
+    """The executor already ended this never-started run's stream (called once only)."""
+    fenced: bool = False
+    """This process lost the run (its lease lapsed, or another process ended
+    or took it): the run's work is stopped and nothing more is written for it."""
 
     @property
     def is_active(self) -> bool:

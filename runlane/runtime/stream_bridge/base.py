@@ -451,6 +451,13 @@ class StreamBridge(abc.ABC):
         event and nothing before it.
         """
 
+    async def flush(self, run_id: str | None = None) -> None:  # noqa: B027 - optional hook
+        """Wait until this process's accepted publishes (of ``run_id``, or all) are stored.
+
+        Only a bridge that writes behind has anything to wait for; other
+        processes see an entry once this returns.
+        """
+
     @abc.abstractmethod
     async def cleanup(self, run_id: str, *, delay: float = 0) -> None:
         """Remove the run's stream (after ``delay`` seconds); attached readers get END_SENTINEL."""

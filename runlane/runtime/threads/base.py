@@ -27,6 +27,7 @@ checks each one on memory, SQLite and Postgres):
 from __future__ import annotations
 
 import abc
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, get_args
 
 from runlane.exceptions import InvalidInputError, InvalidThreadStatusError
@@ -144,6 +145,37 @@ class ThreadStore(abc.ABC):
 
         An unknown status raises InvalidThreadStatusError and writes nothing.
         """
+
+    async def settle_status(
+        self,
+        thread_id: str,
+        status: ThreadStatus,
+        *,
+        has_active_run: Callable[[], Awaitable[bool]],
+    ) -> ThreadStatus | None:
+        """Store ``status`` for a thread one of whose runs just ended, or ``busy``
+        while another of its runs is pending or running; return what was stored
+        (None: the thread is missing, nothing was written).
+
+        ``has_active_run`` says whether the thread has a pending or running
+        run. Guarantee: a run admitted while this call runs keeps the thread
+        ``busy`` (its admission marks the thread busy after committing the
+        run). The default asks ``has_active_run`` before writing and once more
+        after writing ``status`` (writing ``busy`` then if it says so);
+        :class:`~runlane.runtime.threads.sql.SqlThreadStore` decides in its
+        ``UPDATE`` from the runs table instead (one statement, no read).
+        """
+        check_thread_status(status)
+        if status != "busy" and await has_active_run():
+            status = "busy"
+        if not await self.set_status(thread_id, status):
+            return None
+        if status != "busy" and await has_active_run():
+            # Admitted between the check and the write; its own busy write
+            # may have landed before ours.
+            status = "busy"
+            await self.set_status(thread_id, status)
+        return status
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. The default does nothing."""

@@ -1,26 +1,28 @@
 """SqlThreadStore: the thread store on the ``threads`` table (SQLite or Postgres).
 
-Each method is one statement, or one short transaction that starts with a
-write (so on SQLite it holds the write lock and on Postgres the row lock
-before it reads): a metadata merge cannot lose a concurrent update. Transient
-errors (SQLite busy, lost connections) are raised unchanged; a failed call
-wrote nothing.
+Each method is one statement, or one short write transaction that holds the
+lock before it reads (SQLite: the write lock, taken by ``BEGIN IMMEDIATE``;
+Postgres: the row lock, ``SELECT ... FOR UPDATE``): a metadata merge cannot
+lose a concurrent update. Reads are one statement each, sent without
+``BEGIN`` on SQLite (:func:`~runlane.db.engine.begin_read`). Transient errors
+(SQLite busy, lost connections) are raised unchanged; a failed call wrote
+nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, func, select, update
+from sqlalchemy import ColumnElement, Select, case, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from runlane.db.engine import begin_write
-from runlane.db.tables import threads
+from runlane.db.engine import begin_read, begin_write
+from runlane.db.tables import runs, threads
 from runlane.exceptions import ThreadExistsError
 from runlane.runtime.metadata import check_filter, check_page, json_document, sql_contains
-from runlane.runtime.runs.schemas import validate_thread_id
+from runlane.runtime.runs.schemas import ACTIVE_STATUSES, validate_thread_id
 from runlane.runtime.runs.store.sql_rows import now_utc, to_iso
 from runlane.runtime.threads.base import (
     THREAD_FIELDS,
@@ -35,6 +37,8 @@ from runlane.runtime.threads.base import (
 )
 
 __all__ = ["SqlThreadStore"]
+
+_ACTIVE = tuple(sorted(status.value for status in ACTIVE_STATUSES))
 
 
 def _thread(row: Mapping[Any, Any]) -> dict[str, Any]:
@@ -58,19 +62,22 @@ class SqlThreadStore(ThreadStore):
 
     The engine must come from :func:`runlane.db.engine.create_engine` and the
     schema must be at head. The caller owns the engine (:meth:`close` leaves
-    it open).
+    it open). ``runs_in_database``: the run store keeps its runs in this
+    database's ``runs`` table (see :meth:`settle_status`); pass False when it
+    does not (a memory run store), so ``settle_status`` asks its callback.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, runs_in_database: bool = True) -> None:
         if engine.dialect.name not in ("sqlite", "postgresql"):
             raise ValueError(
                 f"SqlThreadStore supports SQLite and Postgres, not {engine.dialect.name}"
             )
         self._engine = engine
         self._dialect = engine.dialect.name
+        self._runs_in_database = runs_in_database
 
     async def _fetch(self, statement: Select[Any]) -> list[dict[str, Any]]:
-        async with self._engine.connect() as conn:
+        async with begin_read(self._engine) as conn:
             result = await conn.execute(statement)
             return [_thread(row) for row in result.mappings()]
 
@@ -121,15 +128,17 @@ class SqlThreadStore(ThreadStore):
     ) -> dict[str, Any] | None:
         document = json_document("Thread metadata", metadata)
         where = _scope(thread_id, user_id)
+        current = select(threads.c.metadata).where(*where)
+        if self._dialect == "postgresql":
+            current = current.with_for_update()  # SQLite: the write lock is held already
         async with begin_write(self._engine) as conn:
-            touched = await conn.execute(update(threads).where(*where).values(updated_at=now_utc()))
-            if touched.rowcount != 1:
+            found = (await conn.execute(current)).first()
+            if found is None:
                 return None
-            current = await conn.scalar(select(threads.c.metadata).where(*where))
             statement = (
                 update(threads)
                 .where(*where)
-                .values(metadata={**(current or {}), **document})
+                .values(metadata={**(found[0] or {}), **document}, updated_at=now_utc())
                 .returning(*threads.c)
             )
             row = (await conn.execute(statement)).mappings().one()
@@ -194,8 +203,40 @@ class SqlThreadStore(ThreadStore):
     ) -> int:
         statement = select(func.count()).select_from(threads)
         statement = statement.where(*self._filters(user_id, metadata, status))
-        async with self._engine.connect() as conn:
+        async with begin_read(self._engine) as conn:
             return int(await conn.scalar(statement) or 0)
+
+    async def settle_status(
+        self,
+        thread_id: str,
+        status: ThreadStatus,
+        *,
+        has_active_run: Callable[[], Awaitable[bool]],
+    ) -> ThreadStatus | None:
+        """One ``UPDATE`` that stores ``busy`` instead of ``status`` while the
+        ``runs`` table holds a pending or running run of the thread.
+
+        ``has_active_run`` is not called when the store was made with
+        ``runs_in_database=True`` (the default, and how the server sets it up:
+        the run store is :class:`~runlane.runtime.runs.store.sql.SqlRunStore`
+        on the same database). The check and the write are one statement: on
+        SQLite under the write lock; on Postgres a run committed after the
+        statement's snapshot is followed by its admission's own busy write,
+        which waits for this row lock.
+        """
+        if not self._runs_in_database:
+            return await super().settle_status(thread_id, status, has_active_run=has_active_run)
+        check_thread_status(status)
+        active = exists().where(runs.c.thread_id == thread_id, runs.c.status.in_(_ACTIVE))
+        statement = (
+            update(threads)
+            .where(threads.c.thread_id == thread_id)
+            .values(status=case((active, "busy"), else_=status), updated_at=now_utc())
+            .returning(threads.c.status)
+        )
+        async with begin_write(self._engine) as conn:
+            stored = (await conn.execute(statement)).scalar()
+        return None if stored is None else cast(ThreadStatus, check_thread_status(stored))
 
     async def set_status(self, thread_id: str, status: ThreadStatus) -> bool:
         check_thread_status(status)

@@ -111,3 +111,12 @@ def _local_samples(services: Services) -> Iterable[Sample]:
         {},
         services.manager.local_run_count,
     )
+    manager = services.manager
+    for key, value in sorted(manager.counters.items()):
+        yield (f"runlane_{key}_total", f"Ownership counter {key} of this process.", {}, value)
+    yield (
+        "runlane_lease_unconfirmed_seconds",
+        "Seconds since the database last confirmed this process's leases.",
+        {},
+        manager.lease_unconfirmed_for,
+    )

@@ -195,9 +195,9 @@ class CallCountingStore(MemoryRunStore):
         self._count("start_run")
         return await super().start_run(run_id)
 
-    async def promote_next(self, thread_id: str) -> str | None:
-        self._count("promote_next")
-        return await super().promote_next(thread_id)
+    async def claim_next(self, thread_id: str, **lease: Any) -> dict[str, Any] | None:
+        self._count("claim_next")
+        return await super().claim_next(thread_id, **lease)
 
     async def request_cancel(self, run_id: str, action: Any, *, now: datetime) -> Any:
         self._count("request_cancel")

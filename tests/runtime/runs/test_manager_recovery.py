@@ -238,9 +238,11 @@ async def test_a_local_run_queued_behind_an_orphan_starts_once_it_is_recovered(
     assert (await _row(store, waiting.run_id))["status"] == "success"
 
 
-async def test_queued_runs_of_a_dead_owner_are_recovered_with_their_head(
+async def test_a_queued_run_of_a_dead_process_is_claimed_not_ended(
     make_manager: Callable[..., RunManager], store: RunStore, clock: FakeClock
 ) -> None:
+    # The run behind never started, so it had no side effects: the recovering
+    # process runs it instead of failing it.
     lapsed = clock.now - timedelta(seconds=1)
     await _leave_behind(
         store, "head", "conv-1", lease_until=lapsed, created_at="2026-01-01T00:00:00+00:00"
@@ -251,21 +253,37 @@ async def test_queued_runs_of_a_dead_owner_are_recovered_with_their_head(
         "conv-1",
         status="pending",
         queued=True,
-        lease_until=lapsed,
+        lease_until=None,
         created_at="2026-01-01T00:00:01+00:00",
     )
     manager = make_manager()
+    gate = GatedWork()
+    claimed: list[str] = []
+
+    async def unstarted(record: RunRecord) -> None:
+        raise AssertionError(f"{record.run_id} must not end unstarted")
+
+    def on_claimed(record: RunRecord) -> None:
+        claimed.append(record.run_id)
+        manager.start(record.run_id, gate.work(record.run_id))
+
+    manager.bind(on_claimed=on_claimed, on_unstarted_end=unstarted)
 
     recovered = await manager.reconcile_orphaned_inflight_runs()
 
-    assert {r.run_id for r in recovered} == {"head", "behind"}
-    for run_id in ("head", "behind"):
-        row = await _row(store, run_id)
-        assert (row["status"], row["stop_reason"]) == ("error", ORPHAN_RECOVERED)
-    assert await manager.has_inflight("conv-1") is False
-    # The thread is usable again.
-    fresh = await manager.create_or_reject("conv-1")
-    assert fresh.queued is False
+    assert [r.run_id for r in recovered] == ["head"]
+    head = await _row(store, "head")
+    assert (head["status"], head["stop_reason"]) == ("error", ORPHAN_RECOVERED)
+    assert claimed == ["behind"]
+    await wait_event(gate.started["behind"], what="the queued run started here")
+    behind = await _row(store, "behind")
+    assert (behind["status"], behind["queued"], behind["owner_id"]) == (
+        "running",
+        False,
+        manager.owner_id,
+    )
+    gate.release["behind"].set()
+    await manager.close()
 
 
 async def test_a_failed_error_write_is_not_reported_as_recovered() -> None:

@@ -384,31 +384,111 @@ async def test_admit_unknown_strategy_writes_nothing(store: RunStore) -> None:
     assert await store.get("run-1") is None
 
 
-async def test_promote_next_starts_waiters_in_creation_order(store: RunStore) -> None:
+TTL = timedelta(seconds=30)
+
+
+async def _claim(store: RunStore, thread_id: str, owner: str = "me") -> str | None:
+    row = await store.claim_next(thread_id, owner_id=owner, ttl=TTL, now=NOW)
+    return None if row is None else str(row["run_id"])
+
+
+async def test_claim_next_starts_waiters_in_creation_order(store: RunStore) -> None:
     for run_id in ("holder", "w1", "w2"):
         await store.admit(run_id, thread_id="thread-1", strategy=MultitaskStrategy.enqueue)
 
-    assert await store.promote_next("thread-1") is None  # the lane is held
+    assert await _claim(store, "thread-1") is None  # the lane is held
     await store.update_status("holder", "success")
-    assert await store.promote_next("thread-1") == "w1"
-    assert await store.promote_next("thread-1") is None  # w1 holds it now
+    assert await _claim(store, "thread-1") == "w1"
+    assert await _claim(store, "thread-1") is None  # w1 holds it now
     assert await store.start_run("w2") is False
     assert await store.start_run("w1") is True
     await store.update_status("w1", "error")
-    assert await store.promote_next("thread-1") == "w2"
+    assert await _claim(store, "thread-1", owner="you") == "w2"
     await store.update_status("w2", "interrupted")
-    assert await store.promote_next("thread-1") is None  # nothing waits
-    assert await store.promote_next("empty-thread") is None
+    assert await _claim(store, "thread-1") is None  # nothing waits
+    assert await _claim(store, "empty-thread") is None
 
 
-async def test_promote_next_skips_waiters_that_ended(store: RunStore) -> None:
+async def test_claim_next_makes_the_claimer_owner_with_a_lease(store: RunStore) -> None:
+    await store.admit("holder", thread_id="thread-1", strategy=MultitaskStrategy.enqueue)
+    await store.admit("waiter", thread_id="thread-1", strategy=MultitaskStrategy.enqueue)
+    waiting = await store.get("waiter")
+    assert waiting is not None
+    # A queued run belongs to nobody: it outlives the process that admitted it.
+    assert (waiting["queued"], waiting["owner_id"], waiting["lease_expires_at"]) == (
+        True,
+        None,
+        None,
+    )
+    await store.update_status("holder", "success")
+
+    row = await store.claim_next("thread-1", owner_id="me", ttl=TTL, now=NOW)
+
+    assert row is not None
+    assert (row["run_id"], row["queued"], row["owner_id"], row["status"]) == (
+        "waiter",
+        False,
+        "me",
+        "pending",
+    )
+    assert instant(row["lease_expires_at"]) == NOW + TTL
+    assert row == await store.get("waiter")
+
+
+async def test_claim_next_skips_waiters_that_ended(store: RunStore) -> None:
     for run_id in ("holder", "w1", "w2"):
         await store.admit(run_id, thread_id="thread-1", strategy=MultitaskStrategy.enqueue)
     await store.update_status("w1", "interrupted")  # cancelled while waiting
     await store.update_status("holder", "success")
 
-    assert await store.promote_next("thread-1") == "w2"
+    assert await _claim(store, "thread-1") == "w2"
     assert await status_of(store, "w1") == "interrupted"
+
+
+async def test_claim_stalled_takes_the_oldest_waiter_of_each_free_lane(store: RunStore) -> None:
+    # busy: its holder runs, so its waiter is not stalled.
+    await store.admit("busy-holder", thread_id="busy", strategy=MultitaskStrategy.enqueue)
+    await store.admit("busy-waiter", thread_id="busy", strategy=MultitaskStrategy.enqueue)
+    # a and b: the holder ended and nobody claimed the next run.
+    for thread_id in ("a", "b"):
+        for n in range(3):
+            await store.admit(f"{thread_id}{n}", thread_id=thread_id, strategy="enqueue")
+        await store.update_status(f"{thread_id}0", "success")
+
+    first = await store.claim_stalled(owner_id="me", ttl=TTL, now=NOW, limit=1)
+    rest = await store.claim_stalled(owner_id="you", ttl=TTL, now=NOW)
+
+    assert [row["run_id"] for row in first] == ["a1"]
+    assert [row["run_id"] for row in rest] == ["b1"]
+    assert (first[0]["owner_id"], rest[0]["owner_id"]) == ("me", "you")
+    assert await store.claim_stalled(owner_id="me", ttl=TTL, now=NOW) == []
+    for run_id in ("busy-waiter", "a2", "b2"):
+        row = await store.get(run_id)
+        assert row is not None
+        assert (row["queued"], row["owner_id"]) == (True, None)
+
+
+async def test_concurrent_claims_never_share_a_run(store: RunStore) -> None:
+    for n in range(3):
+        await store.admit(f"r{n}", thread_id="thread-1", strategy=MultitaskStrategy.enqueue)
+    await store.update_status("r0", "success")
+
+    async def by_thread(owner: str) -> list[str]:
+        row = await store.claim_next("thread-1", owner_id=owner, ttl=TTL, now=NOW)
+        return [] if row is None else [row["run_id"]]
+
+    async def by_sweep(owner: str) -> list[str]:
+        return [row["run_id"] for row in await store.claim_stalled(owner_id=owner, ttl=TTL)]
+
+    results = await asyncio.gather(
+        *(by_thread(f"t{n}") for n in range(10)), *(by_sweep(f"s{n}") for n in range(10))
+    )
+
+    claimed = [run_id for result in results for run_id in result]
+    assert claimed == ["r1"]
+    row = await store.get("r2")
+    assert row is not None
+    assert row["queued"] is True
 
 
 async def test_start_run_only_for_a_pending_lane_holder(store: RunStore) -> None:
@@ -453,8 +533,7 @@ async def test_orphan_candidates_and_claims(store: RunStore) -> None:
     assert [row["run_id"] for row in candidates] == ["lapsed", "no-lease"]
     assert [r["run_id"] for r in await store.list_orphan_candidates(now=NOW, limit=1)] == ["lapsed"]
 
-    lease = NOW + timedelta(seconds=30)
-    claim: dict[str, Any] = {"owner_id": "me", "now": NOW, "lease_expires_at": lease}
+    claim: dict[str, Any] = {"owner_id": "me", "now": NOW, "ttl": TTL}
     assert await store.claim_orphan("no-lease", **claim) is True
     assert await store.claim_orphan("no-lease", **claim) is False  # once only
     assert await store.claim_orphan("lapsed", **claim) is True
@@ -469,12 +548,55 @@ async def test_orphan_candidates_and_claims(store: RunStore) -> None:
         ORPHAN_RECOVERED,
         "running",
     )
-    assert instant(row["lease_expires_at"]) == lease
+    assert instant(row["lease_expires_at"]) == NOW + TTL
     live_row = await store.get("live")
     assert live_row is not None
     assert live_row["owner_id"] is None
     remaining = await store.list_orphan_candidates(now=NOW)
     assert [row["run_id"] for row in remaining] == ["late"]
+
+
+async def test_queued_runs_are_orphans_only_when_asked(store: RunStore) -> None:
+    await store.put("holder", thread_id="t1", status="running", created_at=at(0))
+    await store.put("waiter", thread_id="t1", status="pending", queued=True, created_at=at(1))
+
+    plain = await store.list_orphan_candidates(now=NOW)
+    everything = await store.list_orphan_candidates(now=NOW, include_queued=True)
+
+    assert [row["run_id"] for row in plain] == ["holder"]
+    assert [row["run_id"] for row in everything] == ["holder", "waiter"]
+
+
+async def test_lease_times_default_to_the_database_clock(store: RunStore) -> None:
+    real_now = datetime.now(UTC)
+    await store.put(
+        "lapsed",
+        thread_id="t1",
+        status="running",
+        owner_id="dead",
+        lease_expires_at=(real_now - timedelta(days=1)).isoformat(),
+    )
+    await store.put(
+        "live",
+        thread_id="t2",
+        status="running",
+        owner_id="alive",
+        lease_expires_at=(real_now + timedelta(days=1)).isoformat(),
+    )
+
+    assert [row["run_id"] for row in await store.list_orphan_candidates()] == ["lapsed"]
+    assert await store.claim_orphan("live", owner_id="me", ttl=TTL) is False
+    assert await store.claim_orphan("lapsed", owner_id="me", ttl=TTL) is True
+    await store.renew_leases("alive", ttl=timedelta(days=3))
+
+    leases = {}
+    for run_id in ("lapsed", "live"):
+        row = await store.get(run_id)
+        assert row is not None
+        leases[run_id] = instant(row["lease_expires_at"])
+    # Now + TTL on the database's clock (the same host here: hours of slack).
+    assert abs(leases["lapsed"] - (real_now + TTL)) < timedelta(hours=1)
+    assert abs(leases["live"] - (real_now + timedelta(days=3))) < timedelta(hours=1)
 
 
 async def test_renew_leases_returns_cancel_requests(store: RunStore) -> None:
@@ -485,19 +607,27 @@ async def test_renew_leases_returns_cancel_requests(store: RunStore) -> None:
     await store.put(
         "theirs", thread_id="t4", status="running", owner_id="you", lease_expires_at=old
     )
+    await store.put(
+        "queued", thread_id="t2", status="pending", queued=True, owner_id="me", created_at=at(99)
+    )
     await store.request_cancel("b", CancelAction.rollback, now=NOW)
 
-    new_lease = NOW + timedelta(seconds=30)
-    renewed = await store.renew_leases("me", lease_expires_at=new_lease)
+    renewed = await store.renew_leases("me", ttl=TTL, now=NOW)
 
     assert renewed == [LeaseRenewal("a", None), LeaseRenewal("b", CancelAction.rollback)]
     leases = {}
-    for run_id in ("a", "b", "ended", "theirs"):
+    for run_id in ("a", "b", "ended", "theirs", "queued"):
         row = await store.get(run_id)
         assert row is not None
-        leases[run_id] = instant(row["lease_expires_at"])
-    assert leases == {"a": new_lease, "b": new_lease, "ended": instant(old), "theirs": instant(old)}
-    assert await store.renew_leases("nobody", lease_expires_at=new_lease) == []
+        leases[run_id] = instant(row["lease_expires_at"]) if row["lease_expires_at"] else None
+    assert leases == {
+        "a": NOW + TTL,
+        "b": NOW + TTL,
+        "ended": instant(old),
+        "theirs": instant(old),
+        "queued": None,
+    }
+    assert await store.renew_leases("nobody", ttl=TTL, now=NOW) == []
 
 
 async def test_request_cancel_first_action_wins(store: RunStore) -> None:

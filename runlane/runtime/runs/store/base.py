@@ -1,8 +1,10 @@
 """The run store: the durable, cross-process truth about every run.
 
 A store holds one row per run, as a plain ``dict`` (see :data:`ROW_FIELDS`).
-Timestamps cross this interface as ISO-8601 strings with a UTC offset; lease
-arithmetic takes ``datetime`` values from the caller's clock. JSON columns
+Timestamps cross this interface as ISO-8601 strings with a UTC offset. Lease
+arithmetic takes ``now`` from the caller's clock, or, when ``now`` is None,
+from the database's own clock (Postgres ``now()``), so that processes on
+hosts whose clocks disagree still agree on whose lease has expired. JSON columns
 (``metadata``, ``kwargs``, ``token_usage_by_model``) come back as dicts.
 
 Guarantees every backend gives (the contract suite in
@@ -22,6 +24,10 @@ Guarantees every backend gives (the contract suite in
   ``created_at`` keep insertion order (older insert first).
 - **User scoping.** Reads that take ``user_id`` return only that user's rows
   when it is given; ``None`` means an unscoped, internal read.
+- **Ownership.** A lane holder belongs to one process (``owner_id``) with a
+  lease; a queued run belongs to nobody until a process claims it
+  (:meth:`claim_next`, :meth:`claim_stalled`), so a queued run outlives the
+  process that admitted it.
 - :meth:`put` is an upsert of a whole snapshot (used to recreate a lost row).
   It does not consult the lane; a SQL store may refuse it with ConflictError.
 """
@@ -31,7 +37,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from runlane.runtime.runs.schemas import CancelAction, MultitaskStrategy
@@ -135,7 +141,7 @@ class RunStore(abc.ABC):
         - ``reject``: insert as lane holder if the thread has no active run,
           else raise :class:`runlane.exceptions.ConflictError` and write nothing.
         - ``enqueue``: insert as lane holder if the thread has no active run,
-          else insert with ``queued`` true.
+          else insert with ``queued`` true, without owner or lease.
         - ``interrupt`` / ``rollback``: end every active run of the thread as
           ``interrupted`` (``cancel_action`` = the strategy, ``error`` saying
           it was superseded), then insert the new run as lane holder; both in
@@ -143,10 +149,26 @@ class RunStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def promote_next(self, thread_id: str) -> str | None:
-        """If the thread's lane is free, make its oldest queued run the holder.
+    async def claim_next(
+        self, thread_id: str, *, owner_id: str, ttl: timedelta, now: datetime | None = None
+    ) -> dict[str, Any] | None:
+        """If the lane is free, make the thread's oldest queued run its holder, for ``owner_id``.
 
-        Returns the promoted run id, or None when the lane is held or nothing waits.
+        One atomic step: the run stops being queued and gets ``owner_id`` and a
+        lease until ``now + ttl``. Returns the claimed row, or None when the
+        lane is held or nothing waits. Two claimers never get the same run.
+        """
+
+    @abc.abstractmethod
+    async def claim_stalled(
+        self, *, owner_id: str, ttl: timedelta, now: datetime | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """:meth:`claim_next` for up to ``limit`` threads whose lane is free but whose queue is not.
+
+        A queue stalls when the process that freed the lane died before it
+        claimed the next run, or when an admission raced the lane's release.
+        On Postgres, threads another claimer is busy with are skipped
+        (``SKIP LOCKED``), never waited for.
         """
 
     @abc.abstractmethod
@@ -175,30 +197,42 @@ class RunStore(abc.ABC):
 
     @abc.abstractmethod
     async def list_orphan_candidates(
-        self, *, now: datetime, before: str | None = None, limit: int = 1000
+        self,
+        *,
+        now: datetime | None = None,
+        before: str | None = None,
+        limit: int = 1000,
+        include_queued: bool = False,
     ) -> list[dict[str, Any]]:
-        """Active rows whose lease is missing or expired at ``now``, oldest first.
+        """Active lane holders whose lease is missing or expired at ``now``, oldest first.
 
-        With ``before``, only rows created strictly before it. The list is a
-        hint: :meth:`claim_orphan` decides.
+        Queued runs are not orphans (they have not started; any process may
+        claim them) unless ``include_queued``. With ``before``, only rows
+        created strictly before it. The list is a hint: :meth:`claim_orphan`
+        decides.
         """
 
     @abc.abstractmethod
     async def claim_orphan(
-        self, run_id: str, *, owner_id: str, now: datetime, lease_expires_at: datetime
+        self, run_id: str, *, owner_id: str, ttl: timedelta, now: datetime | None = None
     ) -> bool:
         """Take over an active run whose lease is missing or expired at ``now``.
 
-        Atomically sets ``owner_id``, ``lease_expires_at`` and
+        Atomically sets ``owner_id``, a lease until ``now + ttl`` and
         ``stop_reason="orphan_recovered"``. False when the run is no longer
         active or its owner's lease is still valid (the owner is alive).
         """
 
     @abc.abstractmethod
     async def renew_leases(
-        self, owner_id: str, *, lease_expires_at: datetime
+        self, owner_id: str, *, ttl: timedelta, now: datetime | None = None
     ) -> list[LeaseRenewal]:
-        """Extend the lease of every active run ``owner_id`` owns, in one statement."""
+        """Extend to ``now + ttl`` the lease of every lane holder ``owner_id`` owns, at once.
+
+        Queued runs hold no lease. The returned list is what the store
+        confirms: a run of the owner missing from it was ended, pre-empted
+        or taken over by someone else.
+        """
 
     @abc.abstractmethod
     async def request_cancel(
@@ -208,6 +242,12 @@ class RunStore(abc.ABC):
 
         Returns the winning action, or None when the run is not active (the
         cancel came too late and nothing was written).
+        """
+
+    async def announce_free_lanes(self, thread_ids: Sequence[str]) -> None:  # noqa: B027
+        """Tell other processes that these threads' lanes are free and their queues wait.
+
+        A hint (Postgres ``NOTIFY``); stores that serve one process do nothing.
         """
 
     async def close(self) -> None:  # noqa: B027 - optional hook

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -175,7 +175,7 @@ class MemoryRunStore(RunStore):
         if active and strategy == MultitaskStrategy.reject:
             raise ConflictError(f"Thread {thread_id} already has an active run.")
         if active and strategy == MultitaskStrategy.enqueue:
-            row["queued"] = True
+            row.update(queued=True, owner_id=None, lease_expires_at=None)
         elif active:
             action = CancelAction(strategy.value)
             for other in active:
@@ -190,15 +190,36 @@ class MemoryRunStore(RunStore):
         self._insert(row)
         return Admission(queued=row["queued"], preempted=tuple(preempted))
 
-    async def promote_next(self, thread_id: str) -> str | None:
+    async def claim_next(
+        self, thread_id: str, *, owner_id: str, ttl: timedelta, now: datetime | None = None
+    ) -> dict[str, Any] | None:
         if self._lane_held(thread_id):
             return None
         for row in self._thread_rows(thread_id):
             if row["queued"] and row["status"] == RunStatus.pending:
-                row["queued"] = False
+                row.update(
+                    queued=False, owner_id=owner_id, lease_expires_at=_iso((now or _now()) + ttl)
+                )
                 self._touch(row)
-                return str(row["run_id"])
+                return copy.deepcopy(row)
         return None
+
+    async def claim_stalled(
+        self, *, owner_id: str, ttl: timedelta, now: datetime | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        claimed: list[dict[str, Any]] = []
+        waiting = {
+            row["thread_id"]
+            for row in self._rows.values()
+            if row["queued"] and row["status"] == RunStatus.pending
+        }
+        for thread_id in sorted(waiting):
+            if len(claimed) == limit:
+                break
+            row = await self.claim_next(thread_id, owner_id=owner_id, ttl=ttl, now=now)
+            if row is not None:
+                claimed.append(row)
+        return claimed
 
     async def start_run(self, run_id: str) -> bool:
         row = self._rows.get(run_id)
@@ -243,13 +264,20 @@ class MemoryRunStore(RunStore):
         return any(_is_active(row) for row in self._thread_rows(thread_id))
 
     async def list_orphan_candidates(
-        self, *, now: datetime, before: str | None = None, limit: int = 1000
+        self,
+        *,
+        now: datetime | None = None,
+        before: str | None = None,
+        limit: int = 1000,
+        include_queued: bool = False,
     ) -> list[dict[str, Any]]:
         cutoff = _parse(before) if before is not None else None
+        now = now or _now()
         rows = [
             row
             for row in self._rows.values()
             if _is_active(row)
+            and (include_queued or not row["queued"])
             and _lease_expired(row, now)
             and (cutoff is None or _parse(row["created_at"]) < cutoff)
         ]
@@ -257,25 +285,27 @@ class MemoryRunStore(RunStore):
         return [copy.deepcopy(row) for row in rows[:limit]]
 
     async def claim_orphan(
-        self, run_id: str, *, owner_id: str, now: datetime, lease_expires_at: datetime
+        self, run_id: str, *, owner_id: str, ttl: timedelta, now: datetime | None = None
     ) -> bool:
+        now = now or _now()
         row = self._rows.get(run_id)
         if row is None or not _is_active(row) or not _lease_expired(row, now):
             return False
         row.update(
-            owner_id=owner_id, lease_expires_at=_iso(lease_expires_at), stop_reason=ORPHAN_RECOVERED
+            owner_id=owner_id, lease_expires_at=_iso(now + ttl), stop_reason=ORPHAN_RECOVERED
         )
         self._touch(row)
         return True
 
     async def renew_leases(
-        self, owner_id: str, *, lease_expires_at: datetime
+        self, owner_id: str, *, ttl: timedelta, now: datetime | None = None
     ) -> list[LeaseRenewal]:
+        lease = _iso((now or _now()) + ttl)
         renewed = []
         for run_id in sorted(self._rows, key=self._order.__getitem__):
             row = self._rows[run_id]
-            if row["owner_id"] == owner_id and _is_active(row):
-                row["lease_expires_at"] = _iso(lease_expires_at)
+            if row["owner_id"] == owner_id and _is_active(row) and not row["queued"]:
+                row["lease_expires_at"] = lease
                 action = row["cancel_action"]
                 renewed.append(LeaseRenewal(run_id, CancelAction(action) if action else None))
         return renewed

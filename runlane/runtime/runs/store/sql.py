@@ -11,7 +11,14 @@ the contract needs two, and every decision is made by the database:
 - status writes carry the allowed source statuses in their ``WHERE`` clause,
   derived from :func:`~runlane.runtime.runs.schemas.can_transition`, so a
   late writer matches no row instead of overwriting a terminal status;
-- leases, orphan claims and cancel requests are conditional ``UPDATE``s.
+- leases, orphan claims and cancel requests are conditional ``UPDATE``s;
+  with ``now=None`` lease times come from the database's clock on Postgres
+  (``now()``; on SQLite, one process, the host's clock);
+- a queued run is claimed by promoting it to lane holder and setting its
+  owner in one ``UPDATE``; the sweep for stalled queues locks candidates
+  with ``FOR UPDATE SKIP LOCKED`` on Postgres;
+- a cancel request or pre-emption sends ``pg_notify`` on
+  :data:`~runlane.db.notify.CANCEL_CHANNEL` in the same transaction.
 
 Transient errors (SQLite busy, Postgres serialization/deadlock, lost
 connections) are raised unchanged; the caller retries them with
@@ -21,19 +28,22 @@ a failed call wrote nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Insert,
+    Interval,
     and_,
+    case,
     exists,
     false,
     func,
     literal,
+    null,
     or_,
     select,
     true,
@@ -44,6 +54,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from runlane.db.engine import begin_write, create_engine
+from runlane.db.notify import CANCEL_CHANNEL, DISPATCH_CHANNEL
 from runlane.db.tables import ACTIVE_STATUS_VALUES, runs
 from runlane.exceptions import ConflictError
 from runlane.runtime.runs.retry import is_unique_violation
@@ -81,12 +92,24 @@ _active = runs.c.status.in_(ACTIVE_STATUS_VALUES)
 _pending = runs.c.status == RunStatus.pending.value
 
 
+_queued = and_(runs.c.queued.is_(true()), _pending)
+
+
 def _thread_active(thread_id: str) -> ColumnElement[bool]:
     return exists().where(runs.c.thread_id == thread_id, _active)
 
 
-def _lease_lapsed(now: datetime) -> ColumnElement[bool]:
-    return or_(runs.c.lease_expires_at.is_(None), runs.c.lease_expires_at < to_utc(now))
+def _lane_held(thread_id: Any) -> ColumnElement[bool]:
+    holder = runs.alias("holder")
+    return exists().where(
+        holder.c.thread_id == thread_id,
+        holder.c.status.in_(ACTIVE_STATUS_VALUES),
+        holder.c.queued.is_(false()),
+    )
+
+
+def _lease_lapsed(now: ColumnElement[datetime]) -> ColumnElement[bool]:
+    return or_(runs.c.lease_expires_at.is_(None), runs.c.lease_expires_at < now)
 
 
 def _literal(values: Mapping[str, Any], name: str) -> ColumnElement[Any]:
@@ -224,12 +247,16 @@ class SqlRunStore(RunStore):
     async def _enqueue(self, conn: AsyncConnection, values: dict[str, Any]) -> Admission:
         # `queued` is decided by the same statement that inserts the row.
         thread_id = values["thread_id"]
-        row = select(
-            *(
-                _thread_active(thread_id) if name == "queued" else _literal(values, name)
-                for name in _COLUMNS
-            )
-        )
+
+        def column(name: str) -> ColumnElement[Any]:
+            if name == "queued":
+                return _thread_active(thread_id)
+            if name in ("owner_id", "lease_expires_at"):
+                # A queued run belongs to nobody until a process claims it.
+                return case((_thread_active(thread_id), null()), else_=_literal(values, name))
+            return _literal(values, name)
+
+        row = select(*(column(name) for name in _COLUMNS))
         statement = self._insert().from_select(_COLUMNS, row).returning(runs.c.queued)
         queued = (await conn.execute(statement)).scalar_one()
         return Admission(queued=bool(queued))
@@ -264,7 +291,27 @@ class SqlRunStore(RunStore):
         )
         preempted = tuple(run_id for _, run_id in sorted(ended.all()))
         await conn.execute(self._insert().values(values))
+        for run_id in preempted:
+            await self._notify(conn, CANCEL_CHANNEL, run_id)
         return Admission(queued=False, preempted=preempted)
+
+    @staticmethod
+    async def _notify(conn: AsyncConnection, channel: str, payload: str) -> None:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(select(func.pg_notify(channel, payload)))
+
+    # --- clocks -------------------------------------------------------------
+
+    def _moment(self, now: datetime | None) -> ColumnElement[datetime]:
+        """``now``, or the database's clock when None (the host's on SQLite)."""
+        if now is None and self._engine.dialect.name == "postgresql":
+            return func.now()
+        return literal(to_utc(now or now_utc()), runs.c.lease_expires_at.type)
+
+    def _lease_until(self, now: datetime | None, ttl: timedelta) -> ColumnElement[datetime]:
+        if now is None and self._engine.dialect.name == "postgresql":
+            return func.now() + literal(ttl, Interval())
+        return literal(to_utc((now or now_utc()) + ttl), runs.c.lease_expires_at.type)
 
     @asynccontextmanager
     async def _lane_conflicts(self, thread_id: str) -> AsyncIterator[None]:
@@ -278,32 +325,87 @@ class SqlRunStore(RunStore):
                 ) from exc
             raise
 
-    async def promote_next(self, thread_id: str) -> str | None:
+    async def claim_next(
+        self, thread_id: str, *, owner_id: str, ttl: timedelta, now: datetime | None = None
+    ) -> dict[str, Any] | None:
         oldest = (
             select(runs.c.seq)
-            .where(runs.c.thread_id == thread_id, runs.c.queued.is_(true()), _pending)
+            .where(runs.c.thread_id == thread_id, _queued)
             .order_by(runs.c.seq)
             .limit(1)
             .scalar_subquery()
         )
-        holder = exists().where(runs.c.thread_id == thread_id, _active, runs.c.queued.is_(false()))
         statement = (
             update(runs)
             # Re-checking queued/pending on the row itself makes a concurrent
-            # promoter that lost the row lock match nothing (Postgres re-evaluates
+            # claimer that lost the row lock match nothing (Postgres re-evaluates
             # row conditions after the lock, not the subqueries).
-            .where(runs.c.seq == oldest, runs.c.queued.is_(true()), _pending, ~holder)
-            .values(queued=False, updated_at=now_utc())
-            .returning(runs.c.run_id)
+            .where(runs.c.seq == oldest, _queued, ~_lane_held(thread_id))
+            .values(**self._claim_values(owner_id, ttl, now))
+            .returning(*runs.c)
         )
         try:
             async with begin_write(self._engine) as conn:
-                promoted: str | None = (await conn.execute(statement)).scalar_one_or_none()
-            return promoted
+                row = (await conn.execute(statement)).mappings().first()
         except IntegrityError as exc:
             if is_unique_violation(exc):
                 return None  # a concurrent admission took the lane first
             raise
+        return row_to_dict(dict(row)) if row is not None else None
+
+    async def claim_stalled(
+        self, *, owner_id: str, ttl: timedelta, now: datetime | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        waiting = runs.alias("waiting")
+        oldest_of_thread = (
+            select(func.min(waiting.c.seq))
+            .where(
+                waiting.c.thread_id == runs.c.thread_id,
+                waiting.c.queued.is_(true()),
+                waiting.c.status == RunStatus.pending.value,
+            )
+            .scalar_subquery()
+        )
+        candidates = (
+            select(runs.c.seq)
+            .where(_queued, runs.c.seq == oldest_of_thread, ~_lane_held(runs.c.thread_id))
+            .order_by(runs.c.seq)
+            .limit(limit)
+        )
+        if self._engine.dialect.name == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        try:
+            async with begin_write(self._engine) as conn:
+                seqs = (await conn.execute(candidates)).scalars().all()
+                if not seqs:
+                    return []
+                claimed = await conn.execute(
+                    update(runs)
+                    .where(runs.c.seq.in_(seqs), _queued)
+                    .values(**self._claim_values(owner_id, ttl, now))
+                    .returning(*runs.c)
+                )
+                rows = [row_to_dict(dict(row)) for row in claimed.mappings()]
+        except IntegrityError as exc:
+            if is_unique_violation(exc):
+                return []  # an admission took one of the lanes; the next sweep retries
+            raise
+        return sorted(rows, key=lambda row: row["created_at"])
+
+    def _claim_values(self, owner_id: str, ttl: timedelta, now: datetime | None) -> dict[str, Any]:
+        return {
+            "queued": False,
+            "owner_id": owner_id,
+            "lease_expires_at": self._lease_until(now, ttl),
+            "updated_at": now_utc(),
+        }
+
+    async def announce_free_lanes(self, thread_ids: Sequence[str]) -> None:
+        if self._engine.dialect.name != "postgresql" or not thread_ids:
+            return
+        async with self._engine.begin() as conn:
+            for thread_id in thread_ids:
+                await self._notify(conn, DISPATCH_CHANNEL, thread_id)
 
     async def start_run(self, run_id: str) -> bool:
         return await self._update(
@@ -340,34 +442,41 @@ class SqlRunStore(RunStore):
     # --- ownership: orphans, leases, cancel requests -----------------------
 
     async def list_orphan_candidates(
-        self, *, now: datetime, before: str | None = None, limit: int = 1000
+        self,
+        *,
+        now: datetime | None = None,
+        before: str | None = None,
+        limit: int = 1000,
+        include_queued: bool = False,
     ) -> list[dict[str, Any]]:
-        statement = select(runs).where(_active, _lease_lapsed(now))
+        statement = select(runs).where(_active, _lease_lapsed(self._moment(now)))
+        if not include_queued:
+            statement = statement.where(runs.c.queued.is_(false()))
         if before is not None:
             statement = statement.where(runs.c.created_at < to_utc(before))
         statement = statement.order_by(runs.c.created_at, runs.c.seq).limit(limit)
         return await self._fetch(statement)
 
     async def claim_orphan(
-        self, run_id: str, *, owner_id: str, now: datetime, lease_expires_at: datetime
+        self, run_id: str, *, owner_id: str, ttl: timedelta, now: datetime | None = None
     ) -> bool:
         return await self._update(
-            (runs.c.run_id == run_id, _active, _lease_lapsed(now)),
+            (runs.c.run_id == run_id, _active, _lease_lapsed(self._moment(now))),
             {
                 "owner_id": owner_id,
-                "lease_expires_at": to_utc(lease_expires_at),
+                "lease_expires_at": self._lease_until(now, ttl),
                 "stop_reason": ORPHAN_RECOVERED,
             },
         )
 
     async def renew_leases(
-        self, owner_id: str, *, lease_expires_at: datetime
+        self, owner_id: str, *, ttl: timedelta, now: datetime | None = None
     ) -> list[LeaseRenewal]:
         # updated_at is left alone: a heartbeat is not a change of the run.
         statement = (
             update(runs)
-            .where(runs.c.owner_id == owner_id, _active)
-            .values(lease_expires_at=to_utc(lease_expires_at))
+            .where(runs.c.owner_id == owner_id, _active, runs.c.queued.is_(false()))
+            .values(lease_expires_at=self._lease_until(now, ttl))
             .returning(runs.c.seq, runs.c.run_id, runs.c.cancel_action)
         )
         async with begin_write(self._engine) as conn:
@@ -391,6 +500,7 @@ class SqlRunStore(RunStore):
         )
         async with begin_write(self._engine) as conn:
             if (await conn.execute(statement)).first() is not None:
+                await self._notify(conn, CANCEL_CHANNEL, run_id)
                 return action
             # Lost, or the run is not active: the row says which. Same
             # transaction, so on SQLite no writer can slip in between.
