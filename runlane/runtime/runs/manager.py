@@ -29,6 +29,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -96,7 +97,10 @@ class RunManager(Ownership):
         lease_ttl: float = 10.0,
         eviction_delay: float = 60.0,
         clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock``: wall time for leases (None: the database's clock);
+        ``monotonic``: how long since the last confirmed renewal."""
         super().__init__(
             store,
             persistence_retry_policy or PersistenceRetryPolicy(),
@@ -104,6 +108,7 @@ class RunManager(Ownership):
             lease_ttl=lease_ttl,
             eviction_delay=eviction_delay,
             clock=clock,
+            monotonic=monotonic,
         )
 
     # -- store access ---------------------------------------------------------

@@ -61,15 +61,17 @@ class Ownership(Lanes):
         lease_ttl: float,
         eviction_delay: float,
         clock: Callable[[], datetime] | None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(store, policy, eviction_delay=eviction_delay)
+        self._monotonic = monotonic
         self.owner_id = owner_id
         self._lease_ttl = timedelta(seconds=lease_ttl)
         # None: lease times come from the database's clock (see RunStore).
         self._clock = clock
         self._writer = RunWriter(store, policy) if store is not None else None
         self._lease_task: asyncio.Task[None] | None = None
-        self._lease_confirmed_at = time.monotonic()
+        self._lease_confirmed_at = self._monotonic()
         self.draining = False
         """True once the process stops taking work: it admits and claims no run."""
         self.shares_store = False
@@ -226,7 +228,7 @@ class Ownership(Lanes):
         renewals = await self._retry(
             self._store.renew_leases, self.owner_id, ttl=self._lease_ttl, now=self._store_now()
         )
-        self._lease_confirmed_at = time.monotonic()
+        self._lease_confirmed_at = self._monotonic()
         self.counters["lease_renewals"] += 1
         confirmed = {renewal.run_id: renewal.cancel_action for renewal in renewals}
         for record in list(self._runs.values()):
@@ -283,7 +285,7 @@ class Ownership(Lanes):
     @property
     def lease_unconfirmed_for(self) -> float:
         """Seconds since the store last confirmed this process's leases."""
-        return time.monotonic() - self._lease_confirmed_at
+        return self._monotonic() - self._lease_confirmed_at
 
     async def apply_cancel_request(self, run_id: str) -> None:
         """Act on a cancel requested (or a pre-emption) elsewhere for a run this process holds.
@@ -310,17 +312,22 @@ class Ownership(Lanes):
         peers may already be recovering them.
         """
         if self._lease_task is None:
-            self._lease_confirmed_at = time.monotonic()
+            self._lease_confirmed_at = self._monotonic()
             self._lease_task = asyncio.create_task(self._keep_leases(), name="runlane-leases")
 
     async def _keep_leases(self) -> None:
         interval = self._lease_ttl.total_seconds() / 3
         while True:
             await asyncio.sleep(interval)
-            try:
-                await self.renew_leases()
-            except Exception:
-                self.counters["lease_renewal_failures"] += 1
-                logger.exception("lease renewal failed")
-                if self.lease_unconfirmed_for >= self._lease_ttl.total_seconds():
-                    self.fence_all("its lease could not be renewed for a whole lease TTL")
+            await self.lease_tick()
+
+    async def lease_tick(self) -> None:
+        """One round of the lease keeper: renew, or fence everything once a whole
+        TTL passed without a confirmed renewal (peers may be recovering the runs)."""
+        try:
+            await self.renew_leases()
+        except Exception:
+            self.counters["lease_renewal_failures"] += 1
+            logger.exception("lease renewal failed")
+            if self.lease_unconfirmed_for >= self._lease_ttl.total_seconds():
+                self.fence_all("its lease could not be renewed for a whole lease TTL")

@@ -148,8 +148,14 @@ class RedisStreamBridge(StreamBridge):
                 client_name=self.client_name,
             )
             client = aioredis.Redis.from_pool(pool)  # the client owns (and closes) the pool
+            # No socket timeout on the reader: its XREAD blocks up to a heartbeat
+            # interval, longer than redis-py's default (5 s); the hub bounds it.
             reader_pool = aioredis.BlockingConnectionPool.from_url(
-                redis_url, max_connections=1, timeout=None, client_name=self.client_name
+                redis_url,
+                max_connections=1,
+                timeout=None,
+                client_name=self.client_name,
+                socket_timeout=None,
             )
             reader = aioredis.Redis.from_pool(reader_pool)
         self._client = client

@@ -164,18 +164,26 @@ async def test_renewal_failing_for_a_whole_ttl_fences_every_run(clock: FakeClock
 
     store = Unreachable()
     gate = GatedWork()
-    manager = RunManager(store, owner_id="me", clock=clock, lease_ttl=TTL)
+    elapsed = [0.0]
+    manager = RunManager(
+        store, owner_id="me", clock=clock, lease_ttl=TTL, monotonic=lambda: elapsed[0]
+    )
     run = await manager.create_or_reject("t1")
     manager.start(run.run_id, gate.work(run.run_id))
     await wait_event(gate.started[run.run_id], what="run started")
-    await manager.renew_leases()
+    await manager.lease_tick()
     store.down = True
 
-    with pytest.raises(ConnectionResetError):
-        await manager.renew_leases()
-    assert manager.fence_all("its lease could not be renewed") == 1
+    elapsed[0] = TTL - 1  # failing, but the lease may still hold: keep going
+    await manager.lease_tick()
+    assert run.fenced is False
+    assert manager.counters["lease_renewal_failures"] == 1
+
+    elapsed[0] = TTL  # a whole TTL unconfirmed: peers may be taking over
+    await manager.lease_tick()
 
     assert run.fenced is True
+    assert manager.counters["fenced"] == 1
     await wait_event(gate.cancelled[run.run_id], what="work stopped")
     assert await _status(store, run.run_id) == "running"  # nothing written by the fenced owner
     await manager.close()

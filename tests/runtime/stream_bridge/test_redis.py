@@ -549,3 +549,22 @@ async def test_resume_in_another_process_and_removal_seen_from_another_process(
             assert await reader.stream_exists(run) is False
             rest = [item async for item in sub if item is not HEARTBEAT_SENTINEL]
         assert [item.event for item in rest] == ["__end__"]
+
+
+async def test_a_blocking_read_longer_than_redis_pys_socket_timeout_does_not_fail(
+    redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # redis-py's connections time out reads after 5 s by default; the hub's
+    # XREAD blocks for a whole heartbeat interval. A quiet stream with a 6 s
+    # heartbeat must give a heartbeat, not a failed read and a backoff.
+    async with opened(redis_url=redis_url, key_prefix=redis_prefix) as bridge:
+        run = new_run()
+        await bridge.publish(run, "values", {"n": 1})
+        sub = bridge.subscribe(run, heartbeat_interval=6)
+        with anyio.fail_after(LIMIT):
+            assert event_ids([await next_item(sub)]) == [1]
+            assert await anext(sub) is HEARTBEAT_SENTINEL
+            await bridge.publish(run, "values", {"n": 2})
+            assert event_ids([await next_item(sub)]) == [2]
+        await sub.aclose()
+    assert "stream hub read failed" not in caplog.text
