@@ -37,14 +37,11 @@ from sqlalchemy import (
     ColumnElement,
     Insert,
     Interval,
-    and_,
     case,
-    exists,
     false,
     func,
     literal,
     null,
-    or_,
     select,
     true,
     update,
@@ -65,11 +62,20 @@ from runlane.runtime.runs.schemas import (
     CancelAction,
     MultitaskStrategy,
     RunStatus,
-    can_transition,
     parse_status,
     parse_strategy,
 )
 from runlane.runtime.runs.store.base import Admission, LeaseRenewal, RunStore
+from runlane.runtime.runs.store.sql_clauses import (
+    ACTIVE,
+    PENDING,
+    QUEUED,
+    lane_held,
+    lease_lapsed,
+    status_guard,
+    thread_active,
+    typed_literal,
+)
 from runlane.runtime.runs.store.sql_rows import (
     column_value,
     new_row_values,
@@ -80,51 +86,11 @@ from runlane.runtime.runs.store.sql_rows import (
 
 __all__ = ["SqlRunStore"]
 
-"""``error`` of a run ended by the interrupt or rollback strategy."""
-
 # A pre-empting admission races other admissions on the same thread only when
 # they commit between its UPDATE and its INSERT; a few fresh tries settle it.
 _ADMIT_ATTEMPTS = 3
 _COMPLETION_KEYS = frozenset(COMPLETION_FIELDS) | {"error", "stop_reason"}
 _COLUMNS = [column.name for column in runs.columns if column.name != "seq"]
-
-_active = runs.c.status.in_(ACTIVE_STATUS_VALUES)
-_pending = runs.c.status == RunStatus.pending.value
-
-
-_queued = and_(runs.c.queued.is_(true()), _pending)
-
-
-def _thread_active(thread_id: str) -> ColumnElement[bool]:
-    return exists().where(runs.c.thread_id == thread_id, _active)
-
-
-def _lane_held(thread_id: Any) -> ColumnElement[bool]:
-    holder = runs.alias("holder")
-    return exists().where(
-        holder.c.thread_id == thread_id,
-        holder.c.status.in_(ACTIVE_STATUS_VALUES),
-        holder.c.queued.is_(false()),
-    )
-
-
-def _lease_lapsed(now: ColumnElement[datetime]) -> ColumnElement[bool]:
-    return or_(runs.c.lease_expires_at.is_(None), runs.c.lease_expires_at < now)
-
-
-def _literal(values: Mapping[str, Any], name: str) -> ColumnElement[Any]:
-    # Typed, so the JSON and DateTime bind processors run and asyncpg gets casts.
-    return literal(values[name], runs.c[name].type)
-
-
-def _status_guard(new: RunStatus) -> ColumnElement[bool]:
-    """The ``WHERE`` form of ``can_transition(current, new)`` for every current."""
-    sources = [status.value for status in RunStatus if can_transition(status, new)]
-    guard: ColumnElement[bool] = runs.c.status.in_(sources)
-    if new == RunStatus.running:
-        # Only the lane holder runs; a queued row must be promoted first.
-        guard = and_(guard, runs.c.queued.is_(false()))
-    return guard
 
 
 class SqlRunStore(RunStore):
@@ -218,7 +184,7 @@ class SqlRunStore(RunStore):
         )
         if strategy == MultitaskStrategy.reject:
             async with self._lane_conflicts(thread_id), begin_write(self._engine) as conn:
-                inserted = await conn.execute(self._insert_if(values, ~_thread_active(thread_id)))
+                inserted = await conn.execute(self._insert_if(values, ~thread_active(thread_id)))
                 if inserted.first() is None:
                     # Not an error of the transaction: nothing was inserted.
                     raise ConflictError(f"Thread {thread_id} already has an active run.")
@@ -241,7 +207,7 @@ class SqlRunStore(RunStore):
 
     def _insert_if(self, values: Mapping[str, Any], condition: ColumnElement[bool]) -> Insert:
         """``INSERT INTO runs SELECT <values> WHERE <condition> RETURNING run_id``."""
-        row = select(*(_literal(values, name) for name in _COLUMNS)).where(condition)
+        row = select(*(typed_literal(values, name) for name in _COLUMNS)).where(condition)
         return self._insert().from_select(_COLUMNS, row).returning(runs.c.run_id)
 
     async def _enqueue(self, conn: AsyncConnection, values: dict[str, Any]) -> Admission:
@@ -250,11 +216,11 @@ class SqlRunStore(RunStore):
 
         def column(name: str) -> ColumnElement[Any]:
             if name == "queued":
-                return _thread_active(thread_id)
+                return thread_active(thread_id)
             if name in ("owner_id", "lease_expires_at"):
                 # A queued run belongs to nobody until a process claims it.
-                return case((_thread_active(thread_id), null()), else_=_literal(values, name))
-            return _literal(values, name)
+                return case((thread_active(thread_id), null()), else_=typed_literal(values, name))
+            return typed_literal(values, name)
 
         row = select(*(column(name) for name in _COLUMNS))
         statement = self._insert().from_select(_COLUMNS, row).returning(runs.c.queued)
@@ -270,13 +236,13 @@ class SqlRunStore(RunStore):
             # a thread then queue behind each other instead of deadlocking.
             await conn.execute(
                 select(runs.c.seq)
-                .where(runs.c.thread_id == values["thread_id"], _active)
+                .where(runs.c.thread_id == values["thread_id"], ACTIVE)
                 .order_by(runs.c.seq)
                 .with_for_update()
             )
         ended = await conn.execute(
             update(runs)
-            .where(runs.c.thread_id == values["thread_id"], _active)
+            .where(runs.c.thread_id == values["thread_id"], ACTIVE)
             .values(
                 status=RunStatus.interrupted.value,
                 error=SUPERSEDED_ERROR,
@@ -330,7 +296,7 @@ class SqlRunStore(RunStore):
     ) -> dict[str, Any] | None:
         oldest = (
             select(runs.c.seq)
-            .where(runs.c.thread_id == thread_id, _queued)
+            .where(runs.c.thread_id == thread_id, QUEUED)
             .order_by(runs.c.seq)
             .limit(1)
             .scalar_subquery()
@@ -340,7 +306,7 @@ class SqlRunStore(RunStore):
             # Re-checking queued/pending on the row itself makes a concurrent
             # claimer that lost the row lock match nothing (Postgres re-evaluates
             # row conditions after the lock, not the subqueries).
-            .where(runs.c.seq == oldest, _queued, ~_lane_held(thread_id))
+            .where(runs.c.seq == oldest, QUEUED, ~lane_held(thread_id))
             .values(**self._claim_values(owner_id, ttl, now))
             .returning(*runs.c)
         )
@@ -368,7 +334,7 @@ class SqlRunStore(RunStore):
         )
         candidates = (
             select(runs.c.seq)
-            .where(_queued, runs.c.seq == oldest_of_thread, ~_lane_held(runs.c.thread_id))
+            .where(QUEUED, runs.c.seq == oldest_of_thread, ~lane_held(runs.c.thread_id))
             .order_by(runs.c.seq)
             .limit(limit)
         )
@@ -381,7 +347,7 @@ class SqlRunStore(RunStore):
                     return []
                 claimed = await conn.execute(
                     update(runs)
-                    .where(runs.c.seq.in_(seqs), _queued)
+                    .where(runs.c.seq.in_(seqs), QUEUED)
                     .values(**self._claim_values(owner_id, ttl, now))
                     .returning(*runs.c)
                 )
@@ -409,7 +375,7 @@ class SqlRunStore(RunStore):
 
     async def start_run(self, run_id: str) -> bool:
         return await self._update(
-            (runs.c.run_id == run_id, _pending, runs.c.queued.is_(false())),
+            (runs.c.run_id == run_id, PENDING, runs.c.queued.is_(false())),
             {"status": RunStatus.running.value},
         )
 
@@ -418,7 +384,7 @@ class SqlRunStore(RunStore):
         values: dict[str, Any] = {"status": new.value}
         if error is not None:
             values["error"] = error
-        return await self._update((runs.c.run_id == run_id, _status_guard(new)), values)
+        return await self._update((runs.c.run_id == run_id, status_guard(new)), values)
 
     async def update_run_completion(self, run_id: str, *, status: str, **stats: Any) -> bool:
         unknown = set(stats) - _COMPLETION_KEYS
@@ -427,7 +393,7 @@ class SqlRunStore(RunStore):
         new = parse_status(status)
         values = {name: column_value(name, value) for name, value in stats.items()}
         values["status"] = new.value
-        return await self._update((runs.c.run_id == run_id, _status_guard(new)), values)
+        return await self._update((runs.c.run_id == run_id, status_guard(new)), values)
 
     async def _update(self, where: tuple[ColumnElement[bool], ...], values: dict[str, Any]) -> bool:
         statement = update(runs).where(*where).values(updated_at=now_utc(), **values)
@@ -437,7 +403,7 @@ class SqlRunStore(RunStore):
 
     async def has_active(self, thread_id: str) -> bool:
         async with self._engine.connect() as conn:
-            return bool(await conn.scalar(select(_thread_active(thread_id))))
+            return bool(await conn.scalar(select(thread_active(thread_id))))
 
     # --- ownership: orphans, leases, cancel requests -----------------------
 
@@ -449,7 +415,7 @@ class SqlRunStore(RunStore):
         limit: int = 1000,
         include_queued: bool = False,
     ) -> list[dict[str, Any]]:
-        statement = select(runs).where(_active, _lease_lapsed(self._moment(now)))
+        statement = select(runs).where(ACTIVE, lease_lapsed(self._moment(now)))
         if not include_queued:
             statement = statement.where(runs.c.queued.is_(false()))
         if before is not None:
@@ -461,7 +427,7 @@ class SqlRunStore(RunStore):
         self, run_id: str, *, owner_id: str, ttl: timedelta, now: datetime | None = None
     ) -> bool:
         return await self._update(
-            (runs.c.run_id == run_id, _active, _lease_lapsed(self._moment(now))),
+            (runs.c.run_id == run_id, ACTIVE, lease_lapsed(self._moment(now))),
             {
                 "owner_id": owner_id,
                 "lease_expires_at": self._lease_until(now, ttl),
@@ -475,7 +441,7 @@ class SqlRunStore(RunStore):
         # updated_at is left alone: a heartbeat is not a change of the run.
         statement = (
             update(runs)
-            .where(runs.c.owner_id == owner_id, _active, runs.c.queued.is_(false()))
+            .where(runs.c.owner_id == owner_id, ACTIVE, runs.c.queued.is_(false()))
             .values(lease_expires_at=self._lease_until(now, ttl))
             .returning(runs.c.seq, runs.c.run_id, runs.c.cancel_action)
         )
@@ -492,7 +458,7 @@ class SqlRunStore(RunStore):
         action = CancelAction(action)
         statement = (
             update(runs)
-            .where(runs.c.run_id == run_id, _active, runs.c.cancel_action.is_(None))
+            .where(runs.c.run_id == run_id, ACTIVE, runs.c.cancel_action.is_(None))
             .values(
                 cancel_action=action.value, cancel_requested_at=to_utc(now), updated_at=now_utc()
             )

@@ -1,0 +1,73 @@
+"""The ``WHERE`` building blocks of :class:`~runlane.runtime.runs.store.sql.SqlRunStore`.
+
+Each is a SQLAlchemy Core expression over the ``runs`` table that encodes one
+rule of the store contract (:mod:`runlane.runtime.runs.store.base`), so the
+database, not the process, decides it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, exists, false, literal, or_, true
+
+from runlane.db.tables import ACTIVE_STATUS_VALUES, runs
+from runlane.runtime.runs.schemas import RunStatus, can_transition
+
+__all__ = [
+    "ACTIVE",
+    "PENDING",
+    "QUEUED",
+    "lane_held",
+    "lease_lapsed",
+    "status_guard",
+    "thread_active",
+    "typed_literal",
+]
+
+ACTIVE = runs.c.status.in_(ACTIVE_STATUS_VALUES)
+"""The row is ``pending`` or ``running``."""
+PENDING = runs.c.status == RunStatus.pending.value
+"""The row is ``pending``."""
+QUEUED = and_(runs.c.queued.is_(true()), PENDING)
+"""The row waits in its thread's queue."""
+
+
+def thread_active(thread_id: str) -> ColumnElement[bool]:
+    """The thread has an active run (holding its lane or queued)."""
+    return exists().where(runs.c.thread_id == thread_id, ACTIVE)
+
+
+def lane_held(thread_id: Any) -> ColumnElement[bool]:
+    """The thread's lane has a holder; ``thread_id`` may be a column (correlated)."""
+    holder = runs.alias("holder")
+    return exists().where(
+        holder.c.thread_id == thread_id,
+        holder.c.status.in_(ACTIVE_STATUS_VALUES),
+        holder.c.queued.is_(false()),
+    )
+
+
+def lease_lapsed(now: ColumnElement[datetime]) -> ColumnElement[bool]:
+    """The row's lease is missing or expired at ``now``."""
+    return or_(runs.c.lease_expires_at.is_(None), runs.c.lease_expires_at < now)
+
+
+def typed_literal(values: Mapping[str, Any], name: str) -> ColumnElement[Any]:
+    """``values[name]`` as a literal of the column's type.
+
+    Typed, so the JSON and DateTime bind processors run and asyncpg gets casts.
+    """
+    return literal(values[name], runs.c[name].type)
+
+
+def status_guard(new: RunStatus) -> ColumnElement[bool]:
+    """The ``WHERE`` form of ``can_transition(current, new)`` for every current."""
+    sources = [status.value for status in RunStatus if can_transition(status, new)]
+    guard: ColumnElement[bool] = runs.c.status.in_(sources)
+    if new == RunStatus.running:
+        # Only the lane holder runs; a queued row must be promoted first.
+        guard = and_(guard, runs.c.queued.is_(false()))
+    return guard
