@@ -753,9 +753,15 @@ Scenario = Callable[[httpx.AsyncClient, Server, Sizes, Figures], Awaitable[None]
 
 
 def make_client() -> httpx.AsyncClient:
+    # Idle connections are dropped after 2 s, well before both servers' keep-alive
+    # timeout (uvicorn's 5 s; httpx's default is also 5 s): reusing a connection the
+    # server closes at that very moment fails the request ("Server disconnected
+    # without sending a response"), which measures the race, not the server.
     return httpx.AsyncClient(
         timeout=httpx.Timeout(READ_TIMEOUT, connect=10.0),
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+        limits=httpx.Limits(
+            max_connections=1000, max_keepalive_connections=100, keepalive_expiry=2.0
+        ),
     )
 
 

@@ -25,15 +25,20 @@ before its first statement runs; ``exec_driver_sql`` would take three calls),
 and the ``COMMIT``/``ROLLBACK`` call is skipped when SQLite reports no open
 transaction (``sqlite3``'s own commit and rollback do nothing then either). A
 one-statement read is one call, a one-statement write transaction two (eight
-each before).
+each before). Write transactions of one process on one SQLite file take
+turns first-come first-served before they begin (see :func:`begin_write`),
+so none of them sleeps in SQLite's busy handler while another one commits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import sqlite3
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
@@ -108,6 +113,52 @@ async def _begin_as(
             _MODE.reset(token)
 
 
+@dataclass(frozen=True)
+class _WriteTurns:
+    """Write transactions on one SQLite file in this process take turns (see begin_write)."""
+
+    key: str  # the database file, or one in-memory database
+    timeout: float  # seconds: the engine's busy_timeout
+
+
+_TURNS: weakref.WeakKeyDictionary[Any, _WriteTurns] = weakref.WeakKeyDictionary()
+# One lock per file and event loop (an asyncio.Lock serves a single loop).
+_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+_HOLDING: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "runlane_db_write_turns", default=frozenset()
+)
+
+
+@asynccontextmanager
+async def _write_turn(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Wait for this file's turn (FIFO) before ``BEGIN IMMEDIATE``; see :func:`begin_write`."""
+    turns = _TURNS.get(engine.sync_engine)
+    if turns is None or turns.key in _HOLDING.get():
+        yield  # not SQLite, or nested in a write of this task: SQLite decides
+        return
+    locks = _LOCKS.setdefault(asyncio.get_running_loop(), {})
+    lock = locks.setdefault(turns.key, asyncio.Lock())
+    try:
+        await asyncio.wait_for(lock.acquire(), turns.timeout)
+    except TimeoutError:
+        yield  # not granted in time: BEGIN IMMEDIATE waits (busy_timeout) or fails
+        return
+    token = _HOLDING.set(_HOLDING.get() | {turns.key})
+    try:
+        yield
+    finally:
+        _HOLDING.reset(token)
+        lock.release()
+
+
+@asynccontextmanager
+async def _begin_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    async with _write_turn(engine), _begin_as("write", engine, transaction=True) as connection:
+        yield connection
+
+
 def begin_write(engine: AsyncEngine) -> AbstractAsyncContextManager[AsyncConnection]:
     """``engine.begin()`` for a transaction that writes.
 
@@ -115,8 +166,17 @@ def begin_write(engine: AsyncEngine) -> AbstractAsyncContextManager[AsyncConnect
     first statement runs, so it waits for other writers instead of failing
     when it first writes, and what it reads is current; elsewhere it is
     ``engine.begin()``.
+
+    Within one process, write transactions on one SQLite file first take
+    turns on an ``asyncio.Lock`` (first come, first served), before they take
+    a pooled connection: a waiting writer holds no connection and never
+    sleeps in SQLite's busy handler, and the next one starts as soon as the
+    previous one ended. The turn is skipped inside another write transaction
+    of the same task, and given up after the engine's busy timeout; then
+    ``BEGIN IMMEDIATE`` waits for SQLite's lock as before (another process, a
+    nested write) and fails with ``database is locked`` after the busy timeout.
     """
-    return _begin_as("write", engine, transaction=True)
+    return _begin_write(engine)
 
 
 def begin_read(engine: AsyncEngine) -> AbstractAsyncContextManager[AsyncConnection]:
@@ -194,6 +254,10 @@ def create_engine(
             cursor.close()
 
     _install_sqlite_transactions(engine.sync_engine.dialect)
+    database = str(args[0]) if args else ":memory:"
+    if database == ":memory:" or database.startswith("file::memory:"):
+        database = f"memory:{id(engine.sync_engine)}"  # one database per engine
+    _TURNS[engine.sync_engine] = _WriteTurns(database, busy_timeout_ms / 1000)
     return engine
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Select, case, exists, func, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, case, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -39,6 +39,30 @@ from runlane.runtime.threads.base import (
 __all__ = ["SqlThreadStore"]
 
 _ACTIVE = tuple(sorted(status.value for status in ACTIVE_STATUSES))
+
+# The statements of every run's admission and end, built once (parameters bound
+# per call): building one costs more than running it.
+_GET = select(threads).where(threads.c.thread_id == bindparam("tid"))
+_SET_STATUS = (
+    update(threads)
+    .where(threads.c.thread_id == bindparam("tid"))
+    .values(status=bindparam("status"), updated_at=bindparam("now"))
+)
+_SETTLE = (
+    update(threads)
+    .where(threads.c.thread_id == bindparam("tid"))
+    .values(
+        status=case(
+            (
+                exists().where(runs.c.thread_id == bindparam("tid"), runs.c.status.in_(_ACTIVE)),
+                "busy",
+            ),
+            else_=bindparam("status"),
+        ),
+        updated_at=bindparam("now"),
+    )
+    .returning(threads.c.status)
+)
 
 
 def _thread(row: Mapping[Any, Any]) -> dict[str, Any]:
@@ -120,8 +144,12 @@ class SqlThreadStore(ThreadStore):
         return _thread(existing)
 
     async def get(self, thread_id: str, *, user_id: str | None = None) -> dict[str, Any] | None:
-        rows = await self._fetch(select(threads).where(*_scope(thread_id, user_id)))
-        return rows[0] if rows else None
+        if user_id is not None:
+            rows = await self._fetch(select(threads).where(*_scope(thread_id, user_id)))
+            return rows[0] if rows else None
+        async with begin_read(self._engine) as conn:
+            row = (await conn.execute(_GET, {"tid": thread_id})).mappings().first()
+        return None if row is None else _thread(row)
 
     async def update(
         self, thread_id: str, *, metadata: dict[str, Any], user_id: str | None = None
@@ -227,24 +255,14 @@ class SqlThreadStore(ThreadStore):
         if not self._runs_in_database:
             return await super().settle_status(thread_id, status, has_active_run=has_active_run)
         check_thread_status(status)
-        active = exists().where(runs.c.thread_id == thread_id, runs.c.status.in_(_ACTIVE))
-        statement = (
-            update(threads)
-            .where(threads.c.thread_id == thread_id)
-            .values(status=case((active, "busy"), else_=status), updated_at=now_utc())
-            .returning(threads.c.status)
-        )
+        params = {"tid": thread_id, "status": status, "now": now_utc()}
         async with begin_write(self._engine) as conn:
-            stored = (await conn.execute(statement)).scalar()
+            stored = (await conn.execute(_SETTLE, params)).scalar()
         return None if stored is None else cast(ThreadStatus, check_thread_status(stored))
 
     async def set_status(self, thread_id: str, status: ThreadStatus) -> bool:
         check_thread_status(status)
-        statement = (
-            update(threads)
-            .where(threads.c.thread_id == thread_id)
-            .values(status=status, updated_at=now_utc())
-        )
+        params = {"tid": thread_id, "status": status, "now": now_utc()}
         async with begin_write(self._engine) as conn:
-            result = await conn.execute(statement)
+            result = await conn.execute(_SET_STATUS, params)
         return result.rowcount == 1
