@@ -40,13 +40,15 @@ def thread_active(thread_id: str) -> ColumnElement[bool]:
     return exists().where(runs.c.thread_id == thread_id, ACTIVE)
 
 
+_holder = runs.alias("holder")  # built once: this clause is on every run's end
+
+
 def lane_held(thread_id: Any) -> ColumnElement[bool]:
     """The thread's lane has a holder; ``thread_id`` may be a column (correlated)."""
-    holder = runs.alias("holder")
     return exists().where(
-        holder.c.thread_id == thread_id,
-        holder.c.status.in_(ACTIVE_STATUS_VALUES),
-        holder.c.queued.is_(false()),
+        _holder.c.thread_id == thread_id,
+        _holder.c.status.in_(ACTIVE_STATUS_VALUES),
+        _holder.c.queued.is_(false()),
     )
 
 
