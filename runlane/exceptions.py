@@ -20,6 +20,7 @@ Hierarchy::
     +-- BadRequestError                            a well-formed but unusable request (HTTP 400)
     +-- PayloadTooLargeError                       the request body is over the limit (HTTP 413)
     +-- StoreUnavailableError                      persistence failed after retries
+    +-- MigrationError                             the schema could not be brought up to date
     +-- ShuttingDownError                          this process takes no new runs (HTTP 503)
     +-- stream_bridge.exceptions.StreamBridgeError
         +-- BridgeClosedError
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidStatusError",
     "InvalidThreadIdError",
     "InvalidThreadStatusError",
+    "MigrationError",
     "PayloadTooLargeError",
     "RunNotFoundError",
     "RunlaneError",
@@ -142,4 +144,12 @@ class PayloadTooLargeError(RunlaneError):
     """The request body is larger than the server accepts (``RUNLANE_MAX_BODY_BYTES``).
 
     Send a smaller body, or raise the limit on the server.
+    """
+
+
+class MigrationError(RunlaneError):
+    """The database schema could not be brought up to date, so nothing was started.
+
+    Run ``runlane migrate`` against the same database to see Alembic's whole
+    error, fix what it names, and start again.
     """

@@ -141,7 +141,9 @@ async def _write_turn(engine: AsyncEngine) -> AsyncIterator[None]:
     locks = _LOCKS.setdefault(asyncio.get_running_loop(), {})
     lock = locks.setdefault(turns.key, asyncio.Lock())
     try:
-        await asyncio.wait_for(lock.acquire(), turns.timeout)
+        # asyncio.timeout, not wait_for: no task of its own per transaction.
+        async with asyncio.timeout(turns.timeout):
+            await lock.acquire()
     except TimeoutError:
         yield  # not granted in time: BEGIN IMMEDIATE waits (busy_timeout) or fails
         return

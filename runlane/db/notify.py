@@ -22,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    import asyncpg
 
 __all__ = ["CANCEL_CHANNEL", "DISPATCH_CHANNEL", "Listener", "libpq_dsn"]
 
@@ -74,6 +76,10 @@ class Listener:
         self._task = asyncio.create_task(self._keep(), name="runlane-listener")
 
     async def _connect(self) -> None:
+        # Imported here: the stores import this module's channel names on
+        # every deployment, the driver is needed only where a listener runs.
+        import asyncpg
+
         conn: asyncpg.Connection = await asyncpg.connect(self._dsn)
         self._lost.clear()
         conn.add_termination_listener(lambda _conn: self._lost.set())
@@ -91,6 +97,8 @@ class Listener:
             logger.exception("notification on %s failed", channel)
 
     async def _keep(self) -> None:
+        import asyncpg
+
         while True:
             await self._lost.wait()
             logger.warning("notification connection lost; reconnecting")

@@ -21,15 +21,20 @@ checkpoint before the run ends with none.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from runlane.db import sqlite_driver
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
 __all__ = [
     "RollbackPoint",
@@ -56,6 +61,20 @@ def postgres_conninfo(database_url: str) -> str:
 
 
 _SETUP_ATTEMPTS = 5
+_POSTGRES_SAVER_MODULE = "langgraph.checkpoint.postgres.aio"
+
+
+def _as_postgres(saver: BaseCheckpointSaver[Any]) -> AsyncPostgresSaver | None:
+    """``saver`` if it is LangGraph's Postgres saver, else None.
+
+    The saver (and psycopg under it, ~10 MB) is imported only when a
+    Postgres checkpointer is opened; until its module is loaded no saver of
+    its type can exist, so the embedded defaults never load it.
+    """
+    module = sys.modules.get(_POSTGRES_SAVER_MODULE)
+    if module is not None and isinstance(saver, module.AsyncPostgresSaver):
+        return cast("AsyncPostgresSaver", saver)
+    return None
 
 
 async def _set_up_racing_peers(saver: AsyncPostgresSaver) -> None:
@@ -90,7 +109,10 @@ async def open_checkpointer(
 ) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     """Open the checkpointer for ``database_url``, tables created; closed on exit.
 
-    SQLite URLs: ``AsyncSqliteSaver`` on ``<data_dir>/checkpoints.db``.
+    SQLite URLs: ``AsyncSqliteSaver`` on ``<data_dir>/checkpoints.db``, over a
+    :mod:`~runlane.db.sqlite_driver` connection (a statement is one call on
+    its thread, not four) with ``synchronous=NORMAL`` (durability as the run
+    store's: see :mod:`runlane.db.engine`).
     ``postgresql[+driver]://`` URLs: ``AsyncPostgresSaver`` over a psycopg
     pool (autocommit, ``prepare_threshold=0``, ``dict_row``, as the saver
     requires). Anything else raises ValueError.
@@ -98,11 +120,19 @@ async def open_checkpointer(
     scheme = database_url.split(":", 1)[0].lower()
     if scheme.startswith("sqlite"):
         await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
-        async with AsyncSqliteSaver.from_conn_string(str(data_dir / "checkpoints.db")) as saver:
-            await saver.setup()
+        conn = await sqlite_driver.connect(str(data_dir / "checkpoints.db"))()
+        try:
+            saver = AsyncSqliteSaver(conn)
+            await saver.setup()  # switches the file to WAL
+            # As the run store's file: a commit survives a crash of the
+            # process without an fsync of its own.
+            await conn.execute("PRAGMA synchronous=NORMAL")
             yield saver
+        finally:
+            await conn.close()
         return
     if scheme.startswith(("postgresql", "postgres")):
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
         from psycopg.rows import dict_row
         from psycopg_pool import AsyncConnectionPool
 
@@ -172,8 +202,9 @@ async def capture_rollback_point(
             async with saver.conn.execute(_SQLITE_WRITES, (thread_id, checkpoint_id)) as cur:
                 rows = await cur.fetchall()
         return RollbackPoint(thread_id, checkpoint_id, tuple(tuple(r) for r in rows))
-    if isinstance(saver, AsyncPostgresSaver):
-        async with saver._cursor() as cur:
+    pg_saver = _as_postgres(saver)
+    if pg_saver is not None:
+        async with pg_saver._cursor() as cur:
             if checkpoint_id is None:
                 await cur.execute(_PG_HEAD, (thread_id,))
                 head = await cur.fetchone()
@@ -200,10 +231,11 @@ async def rollback_run(saver: BaseCheckpointSaver[Any], point: RollbackPoint, ru
         return
     if isinstance(saver, AsyncSqliteSaver):
         await _rollback_sqlite(saver, point, run_id)
-    elif isinstance(saver, AsyncPostgresSaver):
-        await _rollback_postgres(saver, point, run_id)
-    else:
+        return
+    pg_saver = _as_postgres(saver)
+    if pg_saver is None:
         raise _unsupported(saver)
+    await _rollback_postgres(pg_saver, point, run_id)
 
 
 async def _rollback_sqlite(saver: AsyncSqliteSaver, point: RollbackPoint, run_id: str) -> None:

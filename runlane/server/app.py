@@ -35,6 +35,7 @@ entry.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import threading
@@ -59,11 +60,19 @@ __all__ = ["check_schema", "create_app", "create_app_from_env", "open_services"]
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, drain_on_signal: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, drain_on_signal: bool = False, freeze_heap: bool = False
+) -> FastAPI:
     """A FastAPI app serving the LangGraph Platform API with ``settings`` (default: from env).
 
     ``drain_on_signal``: SIGTERM and SIGINT start the graceful drain (see the
     module docstring) before uvicorn's own shutdown; for the server process.
+    ``freeze_heap``: once the services are open, every object allocated so
+    far (modules, classes, graphs: ~170,000 tracked objects, ~90 ms of
+    collector time) is moved out of the garbage collector's sight
+    (``gc.freeze``) until shutdown, so a full collection while serving walks
+    only what serving allocated and pauses the event loop that much less;
+    for the server process, which lives as long as those objects.
     """
     settings = settings or Settings()
 
@@ -73,9 +82,14 @@ def create_app(settings: Settings | None = None, *, drain_on_signal: bool = Fals
             app.state.services = services
             if drain_on_signal:
                 _drain_on_signals(services)
+            if freeze_heap:
+                gc.collect()  # what start-up left as garbage is freed, not frozen
+                gc.freeze()
             try:
                 yield
             finally:
+                if freeze_heap:
+                    gc.unfreeze()
                 del app.state.services
 
     app = FastAPI(
@@ -99,7 +113,7 @@ def create_app_from_env() -> FastAPI:
     """Factory for uvicorn's import string (workers, reload): settings and logging from env."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(settings, drain_on_signal=True)
+    return create_app(settings, drain_on_signal=True, freeze_heap=True)
 
 
 def _drain_on_signals(services: Services) -> None:
@@ -121,21 +135,14 @@ def _drain_on_signals(services: Services) -> None:
 
 async def check_schema(engine: AsyncEngine) -> None:
     """Raise ConfigurationError unless the database is at the newest migration."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
+    from runlane.db.migrate import HEAD, current_revisions
 
-    from runlane.db.migrate import alembic_config
-
-    heads = set(ScriptDirectory.from_config(alembic_config()).get_heads())
-    async with engine.connect() as conn:
-        current = set(
-            await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_heads())
-        )
-    if current != heads:
+    current = await current_revisions(engine)
+    if current != {HEAD}:
         found = ", ".join(sorted(current)) or "no runlane schema"
         raise ConfigurationError(
             f"The database schema is not current ({found}; runlane needs "
-            f"{', '.join(sorted(heads))}). Run `runlane migrate` against this database first."
+            f"{HEAD}). Run `runlane migrate` against this database first."
         )
 
 
@@ -188,7 +195,7 @@ def _sqlite_dirs(settings: Settings) -> None:
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Open every service in the module docstring's order; close them in reverse."""
     from runlane.db.engine import create_engine
-    from runlane.db.migrate import upgrade_async
+    from runlane.db.migrate import upgrade_in_child
     from runlane.executor.checkpointer import open_checkpointer
     from runlane.executor.executor import RunExecutor
     from runlane.graphs import GraphRegistry, default_assistant, load_config
@@ -209,7 +216,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         stack.push_async_callback(engine.dispose)
         await stack.enter_async_context(hold_solo_lock(settings, engine))
         if settings.is_sqlite:
-            await upgrade_async(engine)
+            await upgrade_in_child(engine, settings.database_url)
         else:
             await check_schema(engine)
 

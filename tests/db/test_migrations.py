@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import insert, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -25,11 +26,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from runlane.db import migrate
 from runlane.db.engine import create_engine
 from runlane.db.tables import LANE_INDEX, metadata, runs
+from runlane.exceptions import MigrationError
 from runlane.runtime.runs.retry import is_unique_violation
 
 pytestmark = pytest.mark.anyio
 
-HEAD = "0003"
+HEAD = migrate.HEAD
+
+
+def test_head_names_the_newest_migration() -> None:
+    script = ScriptDirectory.from_config(migrate.alembic_config())
+    assert script.get_heads() == [migrate.HEAD]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -204,3 +211,58 @@ def test_sync_upgrade_from_a_url(tmp_path: Path) -> None:
     with closing(sqlite3.connect(tmp_path / "sync.db")) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_current_revisions_of_an_empty_and_a_migrated_database(
+    engine: AsyncEngine,
+) -> None:
+    assert await migrate.current_revisions(engine) == set()
+    await migrate.upgrade_async(engine, "0002")
+    assert await migrate.current_revisions(engine) == {"0002"}
+    await migrate.upgrade_async(engine)
+    assert await migrate.current_revisions(engine) == {HEAD}
+
+
+async def test_upgrade_in_child_migrates_an_empty_database(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'child.db'}"
+    engine = create_engine(url)
+    try:
+        await migrate.upgrade_in_child(engine, url)
+        assert await migrate.current_revisions(engine) == {HEAD}
+        assert "runs" in await _inspect(engine, lambda i: i.get_table_names())
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrade_in_child_starts_no_child_for_a_current_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'current.db'}"
+    engine = create_engine(url)
+    try:
+        await migrate.upgrade_async(engine)
+
+        async def no_child(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError(f"a child was started: {args}")
+
+        monkeypatch.setattr(migrate.asyncio, "create_subprocess_exec", no_child)
+        await migrate.upgrade_in_child(engine, url)
+        assert await migrate.current_revisions(engine) == {HEAD}
+    finally:
+        await engine.dispose()
+
+
+async def test_a_failed_child_migration_raises_with_alembics_words(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'unknown.db'}"
+    with closing(sqlite3.connect(tmp_path / "unknown.db")) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('9999')")
+        conn.commit()
+    engine = create_engine(url)
+    try:
+        with pytest.raises(MigrationError, match="exited with 1") as raised:
+            await migrate.upgrade_in_child(engine, url)
+        assert "9999" in raised.value.message
+        assert await migrate.current_revisions(engine) == {"9999"}
+    finally:
+        await engine.dispose()

@@ -169,3 +169,16 @@ def test_json_logs_carry_extras() -> None:
     assert lines[0]["run_id"] == run_id
     assert lines[0]["timestamp"].endswith("+00:00")
     assert "ValueError: bad" in lines[1]["exc_info"]
+
+
+@pytest.mark.anyio
+async def test_freeze_heap_hides_start_up_objects_until_shutdown(settings: Settings) -> None:
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    async with create_app(settings).router.lifespan_context(FastAPI()):
+        assert gc.get_freeze_count() == 0  # only the server process freezes
+    app = create_app(settings, freeze_heap=True)
+    async with app.router.lifespan_context(app):
+        assert gc.get_freeze_count() > 10_000
+    assert gc.get_freeze_count() == 0

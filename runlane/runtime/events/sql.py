@@ -26,12 +26,23 @@ How the guarantees of :mod:`runlane.runtime.events.base` are kept:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import ColumnElement, Select, delete, func, insert, select, true
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    true,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -56,6 +67,31 @@ __all__ = ["SqlEventStore"]
 _T = TypeVar("_T")
 _Row = dict[str, Any]
 _COLUMNS = [run_events.c[name] for name in EVENT_FIELDS]
+
+
+# Built once (a statement built per call costs more CPU than running it).
+_SAME_TYPE = (
+    select(true())
+    .where(
+        run_events.c.thread_id == bindparam("p_thread_id"),
+        run_events.c.run_id == bindparam("p_run_id"),
+        run_events.c.event_type == bindparam("p_event_type"),
+    )
+    .limit(1)
+)
+_INSERT = insert(run_events)
+
+
+@functools.cache
+def _reserve_statement(dialect: str) -> Any:
+    """Reserve ``p_count`` seqs of thread ``p_thread_id``; ``RETURNING next_seq``."""
+    count = bindparam("p_count", type_=Integer())
+    statement = (postgresql if dialect == "postgresql" else sqlite).insert(event_seq)
+    statement = statement.values(thread_id=bindparam("p_thread_id"), next_seq=count + 1)
+    return statement.on_conflict_do_update(
+        index_elements=[event_seq.c.thread_id],
+        set_={"next_seq": event_seq.c.next_seq + count},
+    ).returning(event_seq.c.next_seq)
 
 
 class _Exists(Exception):
@@ -120,13 +156,9 @@ class SqlEventStore(EventStore):
 
     async def _reserve(self, conn: AsyncConnection, thread_id: str, count: int) -> int:
         """Reserve ``count`` seqs of the thread; returns the first."""
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(event_seq).values(thread_id=thread_id, next_seq=count + 1)
-        statement = statement.on_conflict_do_update(
-            index_elements=[event_seq.c.thread_id],
-            set_={"next_seq": event_seq.c.next_seq + count},
-        ).returning(event_seq.c.next_seq)
-        next_seq: int = (await conn.execute(statement)).scalar_one()
+        statement = _reserve_statement(conn.dialect.name)
+        reserved = await conn.execute(statement, {"p_thread_id": thread_id, "p_count": count})
+        next_seq: int = reserved.scalar_one()
         return next_seq - count
 
     async def put_batch(self, events: Sequence[NewEvent]) -> list[dict[str, Any]]:
@@ -146,7 +178,7 @@ class SqlEventStore(EventStore):
                 first = await self._reserve(conn, thread_id, len(group))
                 for offset, row in enumerate(group):
                     row["seq"] = first + offset
-            await conn.execute(insert(run_events), [_values(row) for row in rows])
+            await conn.execute(_INSERT, [_values(row) for row in rows])
 
     async def put_if_absent(self, event: NewEvent) -> dict[str, Any] | None:
         row = prepare(event, self.max_content_bytes)
@@ -160,22 +192,16 @@ class SqlEventStore(EventStore):
             raise
         return row
 
-    def _same_type(self, row: _Row) -> Select[Any]:
-        return select(true()).where(
-            run_events.c.thread_id == row["thread_id"],
-            run_events.c.run_id == row["run_id"],
-            run_events.c.event_type == row["event_type"],
-        )
-
     async def _write_singleton(self, row: _Row) -> None:
         async with begin_write(self._engine) as conn:
             row["seq"] = await self._reserve(conn, row["thread_id"], 1)
             # The counter row is ours until commit: no writer of the thread
             # can add an event between this check and the insert. A duplicate
             # rolls back, and with it the seq it reserved.
-            if (await conn.execute(self._same_type(row).limit(1))).first() is not None:
+            same = {f"p_{name}": row[name] for name in ("thread_id", "run_id", "event_type")}
+            if (await conn.execute(_SAME_TYPE, same)).first() is not None:
                 raise _Exists
-            await conn.execute(insert(run_events), [_values(row, singleton=True)])
+            await conn.execute(_INSERT, [_values(row, singleton=True)])
 
     # --- reads --------------------------------------------------------------
 

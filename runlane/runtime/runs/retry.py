@@ -25,11 +25,11 @@ import asyncio
 import errno
 import logging
 import sqlite3
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import asyncpg
 from sqlalchemy.exc import DBAPIError
 
 __all__ = [
@@ -99,12 +99,16 @@ def _one_is_transient(exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and any(
             message in str(exc).lower() for message in _SQLITE_LOCK_MESSAGES
         )
-    if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.ConnectionDoesNotExistError):
-        return True
-    if isinstance(exc, asyncpg.InterfaceError):
-        # InterfaceError also reports misuse ("another operation is in
-        # progress"), which a retry cannot fix; only a closed connection can be.
-        return "connection is closed" in str(exc) or "connection was closed" in str(exc)
+    # asyncpg is imported by the Postgres driver only; until then none of its
+    # errors can exist, and the embedded defaults never pay for loading it.
+    asyncpg: Any = sys.modules.get("asyncpg")
+    if asyncpg is not None:
+        if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.ConnectionDoesNotExistError):
+            return True
+        if isinstance(exc, asyncpg.InterfaceError):
+            # InterfaceError also reports misuse ("another operation is in
+            # progress"), which a retry cannot fix; only a closed connection can be.
+            return "connection is closed" in str(exc) or "connection was closed" in str(exc)
     state = _sqlstate(exc)
     if state is not None:
         return state in _PG_TRANSIENT_STATES or state.startswith("08")
@@ -121,8 +125,6 @@ def is_transient(exc: BaseException) -> bool:
 def is_unique_violation(exc: BaseException) -> bool:
     """Whether ``exc`` (or what it wraps) is a unique-constraint violation."""
     for link in _chain(exc):
-        if isinstance(link, asyncpg.UniqueViolationError):
-            return True
         if _sqlstate(link) == _PG_UNIQUE_VIOLATION:
             return True
         code = getattr(link, "sqlite_errorcode", None)

@@ -11,6 +11,7 @@ nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
@@ -65,6 +66,47 @@ _SETTLE = (
 )
 
 
+@functools.cache
+def _create(dialect: str) -> Any:
+    """Insert thread ``tid`` unless it exists; ``RETURNING`` the row (none if it existed)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(threads)
+        .values(
+            thread_id=bindparam("tid"),
+            user_id=bindparam("uid"),
+            status="idle",
+            metadata=bindparam("doc", type_=threads.c.metadata.type),
+            created_at=bindparam("now"),
+            updated_at=bindparam("now"),
+        )
+        .on_conflict_do_nothing(index_elements=[threads.c.thread_id])
+        .returning(*threads.c)
+    )
+
+
+@functools.cache
+def _merge_metadata(dialect: str, scoped: bool) -> tuple[Select[Any], Any]:
+    """Read thread ``tid``'s metadata (locked on Postgres; SQLite's write lock is
+    held already), then write ``doc`` (the merged document) ``RETURNING`` the row.
+    ``scoped``: the thread must also belong to ``uid``."""
+    where = [threads.c.thread_id == bindparam("tid")]
+    if scoped:
+        where.append(threads.c.user_id == bindparam("uid"))
+    current = select(threads.c.metadata).where(*where)
+    if dialect == "postgresql":
+        current = current.with_for_update()
+    write = (
+        update(threads)
+        .where(*where)
+        .values(
+            metadata=bindparam("doc", type_=threads.c.metadata.type), updated_at=bindparam("now")
+        )
+        .returning(*threads.c)
+    )
+    return current, write
+
+
 def _thread(row: Mapping[Any, Any]) -> dict[str, Any]:
     out = {name: row[name] for name in THREAD_FIELDS}
     out["created_at"] = to_iso(out["created_at"])
@@ -115,23 +157,9 @@ class SqlThreadStore(ThreadStore):
     ) -> dict[str, Any]:
         validate_thread_id(thread_id)
         document = json_document("Thread metadata", metadata)
-        now = now_utc()
-        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
-        statement = (
-            insert(threads)
-            .values(
-                thread_id=thread_id,
-                user_id=user_id,
-                status="idle",
-                metadata=document,
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=[threads.c.thread_id])
-            .returning(*threads.c)
-        )
+        values = {"tid": thread_id, "uid": user_id, "doc": document, "now": now_utc()}
         async with begin_write(self._engine) as conn:
-            created = (await conn.execute(statement)).mappings().first()
+            created = (await conn.execute(_create(self._dialect), values)).mappings().first()
             if created is not None:
                 return _thread(created)
             existing = (
@@ -155,21 +183,14 @@ class SqlThreadStore(ThreadStore):
         self, thread_id: str, *, metadata: dict[str, Any], user_id: str | None = None
     ) -> dict[str, Any] | None:
         document = json_document("Thread metadata", metadata)
-        where = _scope(thread_id, user_id)
-        current = select(threads.c.metadata).where(*where)
-        if self._dialect == "postgresql":
-            current = current.with_for_update()  # SQLite: the write lock is held already
+        current, write = _merge_metadata(self._dialect, user_id is not None)
+        values: dict[str, Any] = {"tid": thread_id, "uid": user_id}
         async with begin_write(self._engine) as conn:
-            found = (await conn.execute(current)).first()
+            found = (await conn.execute(current, values)).first()
             if found is None:
                 return None
-            statement = (
-                update(threads)
-                .where(*where)
-                .values(metadata={**(found[0] or {}), **document}, updated_at=now_utc())
-                .returning(*threads.c)
-            )
-            row = (await conn.execute(statement)).mappings().one()
+            values.update(doc={**(found[0] or {}), **document}, now=now_utc())
+            row = (await conn.execute(write, values)).mappings().one()
         return _thread(row)
 
     async def delete(self, thread_id: str, *, user_id: str | None = None) -> bool:

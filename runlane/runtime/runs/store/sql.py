@@ -28,20 +28,18 @@ a failed call wrote nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    Insert,
     Interval,
-    case,
+    Update,
     false,
     func,
     literal,
-    null,
     select,
     true,
     update,
@@ -50,7 +48,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from runlane.db.engine import begin_write, create_engine
+from runlane.db.engine import begin_read, begin_write, create_engine
 from runlane.db.notify import CANCEL_CHANNEL, DISPATCH_CHANNEL
 from runlane.db.tables import ACTIVE_STATUS_VALUES, runs
 from runlane.exceptions import ConflictError
@@ -65,16 +63,14 @@ from runlane.runtime.runs.schemas import (
     parse_status,
     parse_strategy,
 )
+from runlane.runtime.runs.store import sql_statements as statements
 from runlane.runtime.runs.store.base import Admission, LeaseRenewal, RunStore
 from runlane.runtime.runs.store.sql_clauses import (
     ACTIVE,
-    PENDING,
     QUEUED,
     lane_held,
     lease_lapsed,
-    status_guard,
     thread_active,
-    typed_literal,
 )
 from runlane.runtime.runs.store.sql_rows import (
     column_value,
@@ -83,6 +79,7 @@ from runlane.runtime.runs.store.sql_rows import (
     row_to_dict,
     to_utc,
 )
+from runlane.runtime.runs.store.sql_statements import params
 
 __all__ = ["SqlRunStore"]
 
@@ -90,7 +87,6 @@ __all__ = ["SqlRunStore"]
 # they commit between its UPDATE and its INSERT; a few fresh tries settle it.
 _ADMIT_ATTEMPTS = 3
 _COMPLETION_KEYS = frozenset(COMPLETION_FIELDS) | {"error", "stop_reason"}
-_COLUMNS = [column.name for column in runs.columns if column.name != "seq"]
 
 
 class SqlRunStore(RunStore):
@@ -184,7 +180,7 @@ class SqlRunStore(RunStore):
         )
         if strategy == MultitaskStrategy.reject:
             async with self._lane_conflicts(thread_id), begin_write(self._engine) as conn:
-                inserted = await conn.execute(self._insert_if(values, ~thread_active(thread_id)))
+                inserted = await conn.execute(statements.insert_unless_active(), params(values))
                 if inserted.first() is None:
                     # Not an error of the transaction: nothing was inserted.
                     raise ConflictError(f"Thread {thread_id} already has an active run.")
@@ -205,26 +201,10 @@ class SqlRunStore(RunStore):
                     ) from exc
         raise AssertionError("unreachable")
 
-    def _insert_if(self, values: Mapping[str, Any], condition: ColumnElement[bool]) -> Insert:
-        """``INSERT INTO runs SELECT <values> WHERE <condition> RETURNING run_id``."""
-        row = select(*(typed_literal(values, name) for name in _COLUMNS)).where(condition)
-        return self._insert().from_select(_COLUMNS, row).returning(runs.c.run_id)
-
     async def _enqueue(self, conn: AsyncConnection, values: dict[str, Any]) -> Admission:
-        # `queued` is decided by the same statement that inserts the row.
-        thread_id = values["thread_id"]
-
-        def column(name: str) -> ColumnElement[Any]:
-            if name == "queued":
-                return thread_active(thread_id)
-            if name in ("owner_id", "lease_expires_at"):
-                # A queued run belongs to nobody until a process claims it.
-                return case((thread_active(thread_id), null()), else_=typed_literal(values, name))
-            return typed_literal(values, name)
-
-        row = select(*(column(name) for name in _COLUMNS))
-        statement = self._insert().from_select(_COLUMNS, row).returning(runs.c.queued)
-        queued = (await conn.execute(statement)).scalar_one()
+        # `queued` is decided by the same statement that inserts the row; a
+        # queued run belongs to nobody until a process claims it.
+        queued = (await conn.execute(statements.enqueue(), params(values))).scalar_one()
         return Admission(queued=bool(queued))
 
     async def _preempt(
@@ -294,25 +274,20 @@ class SqlRunStore(RunStore):
     async def claim_next(
         self, thread_id: str, *, owner_id: str, ttl: timedelta, now: datetime | None = None
     ) -> dict[str, Any] | None:
-        oldest = (
-            select(runs.c.seq)
-            .where(runs.c.thread_id == thread_id, QUEUED)
-            .order_by(runs.c.seq)
-            .limit(1)
-            .scalar_subquery()
-        )
-        statement = (
-            update(runs)
-            # Re-checking queued/pending on the row itself makes a concurrent
-            # claimer that lost the row lock match nothing (Postgres re-evaluates
-            # row conditions after the lock, not the subqueries).
-            .where(runs.c.seq == oldest, QUEUED, ~lane_held(thread_id))
-            .values(**self._claim_values(owner_id, ttl, now))
-            .returning(*runs.c)
-        )
+        database_clock = now is None and self._engine.dialect.name == "postgresql"
+        values: dict[str, Any] = {
+            "thread_id": thread_id,
+            "owner_id": owner_id,
+            "updated_at": now_utc(),
+        }
+        if database_clock:
+            values["ttl"] = ttl
+        else:
+            values["lease_expires_at"] = to_utc((now or now_utc()) + ttl)
+        statement = statements.claim_next(database_clock)
         try:
             async with begin_write(self._engine) as conn:
-                row = (await conn.execute(statement)).mappings().first()
+                row = (await conn.execute(statement, params(values))).mappings().first()
         except IntegrityError as exc:
             if is_unique_violation(exc):
                 return None  # a concurrent admission took the lane first
@@ -374,17 +349,14 @@ class SqlRunStore(RunStore):
                 await self._notify(conn, DISPATCH_CHANNEL, thread_id)
 
     async def start_run(self, run_id: str) -> bool:
-        return await self._update(
-            (runs.c.run_id == run_id, PENDING, runs.c.queued.is_(false())),
-            {"status": RunStatus.running.value},
-        )
+        return await self._write_one(statements.START, {"run_id": run_id})
 
     async def update_status(self, run_id: str, status: str, *, error: str | None = None) -> bool:
         new = parse_status(status)
         values: dict[str, Any] = {"status": new.value}
         if error is not None:
             values["error"] = error
-        return await self._update((runs.c.run_id == run_id, status_guard(new)), values)
+        return await self._transition(run_id, new, values)
 
     async def update_run_completion(self, run_id: str, *, status: str, **stats: Any) -> bool:
         unknown = set(stats) - _COMPLETION_KEYS
@@ -393,7 +365,18 @@ class SqlRunStore(RunStore):
         new = parse_status(status)
         values = {name: column_value(name, value) for name, value in stats.items()}
         values["status"] = new.value
-        return await self._update((runs.c.run_id == run_id, status_guard(new)), values)
+        return await self._transition(run_id, new, values)
+
+    async def _transition(self, run_id: str, new: RunStatus, values: dict[str, Any]) -> bool:
+        statement = statements.transition(new, frozenset(values) - {"status"})
+        return await self._write_one(statement, {"run_id": run_id, **values})
+
+    async def _write_one(self, statement: Update, values: dict[str, Any]) -> bool:
+        """Run a statement of :mod:`.sql_statements` binding ``values`` and
+        ``updated_at`` (now); whether it changed one row."""
+        async with begin_write(self._engine) as conn:
+            result = await conn.execute(statement, params({"updated_at": now_utc(), **values}))
+        return result.rowcount == 1
 
     async def _update(self, where: tuple[ColumnElement[bool], ...], values: dict[str, Any]) -> bool:
         statement = update(runs).where(*where).values(updated_at=now_utc(), **values)
@@ -402,7 +385,7 @@ class SqlRunStore(RunStore):
         return result.rowcount == 1
 
     async def has_active(self, thread_id: str) -> bool:
-        async with self._engine.connect() as conn:
+        async with begin_read(self._engine) as conn:
             return bool(await conn.scalar(select(thread_active(thread_id))))
 
     # --- ownership: orphans, leases, cancel requests -----------------------

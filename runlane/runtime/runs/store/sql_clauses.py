@@ -7,11 +7,10 @@ database, not the process, decides it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, false, literal, or_, true
+from sqlalchemy import ColumnElement, and_, exists, false, or_, true
 
 from runlane.db.tables import ACTIVE_STATUS_VALUES, runs
 from runlane.runtime.runs.schemas import RunStatus, can_transition
@@ -24,7 +23,6 @@ __all__ = [
     "lease_lapsed",
     "status_guard",
     "thread_active",
-    "typed_literal",
 ]
 
 ACTIVE = runs.c.status.in_(ACTIVE_STATUS_VALUES)
@@ -35,8 +33,9 @@ QUEUED = and_(runs.c.queued.is_(true()), PENDING)
 """The row waits in its thread's queue."""
 
 
-def thread_active(thread_id: str) -> ColumnElement[bool]:
-    """The thread has an active run (holding its lane or queued)."""
+def thread_active(thread_id: Any) -> ColumnElement[bool]:
+    """The thread has an active run (holding its lane or queued); ``thread_id``
+    may be a bind parameter."""
     return exists().where(runs.c.thread_id == thread_id, ACTIVE)
 
 
@@ -55,14 +54,6 @@ def lane_held(thread_id: Any) -> ColumnElement[bool]:
 def lease_lapsed(now: ColumnElement[datetime]) -> ColumnElement[bool]:
     """The row's lease is missing or expired at ``now``."""
     return or_(runs.c.lease_expires_at.is_(None), runs.c.lease_expires_at < now)
-
-
-def typed_literal(values: Mapping[str, Any], name: str) -> ColumnElement[Any]:
-    """``values[name]`` as a literal of the column's type.
-
-    Typed, so the JSON and DateTime bind processors run and asyncpg gets casts.
-    """
-    return literal(values[name], runs.c[name].type)
 
 
 def status_guard(new: RunStatus) -> ColumnElement[bool]:
