@@ -56,6 +56,8 @@ __all__ = [
     "begin_write",
     "create_engine",
     "normalize_url",
+    "sqlite_file_of",
+    "write_turn",
 ]
 
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
@@ -122,6 +124,10 @@ class _WriteTurns:
 
 
 _TURNS: weakref.WeakKeyDictionary[Any, _WriteTurns] = weakref.WeakKeyDictionary()
+# SQLite file engines: the file, sqlite3.connect's keyword arguments, the PRAGMAs.
+_FILES: weakref.WeakKeyDictionary[Any, tuple[str, dict[str, Any], tuple[str, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
 # One lock per file and event loop (an asyncio.Lock serves a single loop).
 _LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
     weakref.WeakKeyDictionary()
@@ -132,8 +138,11 @@ _HOLDING: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
 
 
 @asynccontextmanager
-async def _write_turn(engine: AsyncEngine) -> AsyncIterator[None]:
-    """Wait for this file's turn (FIFO) before ``BEGIN IMMEDIATE``; see :func:`begin_write`."""
+async def write_turn(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Wait for this file's turn (FIFO) before ``BEGIN IMMEDIATE``; see :func:`begin_write`.
+
+    Does nothing for engines other than SQLite's.
+    """
     turns = _TURNS.get(engine.sync_engine)
     if turns is None or turns.key in _HOLDING.get():
         yield  # not SQLite, or nested in a write of this task: SQLite decides
@@ -157,7 +166,7 @@ async def _write_turn(engine: AsyncEngine) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def _begin_write(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    async with _write_turn(engine), _begin_as("write", engine, transaction=True) as connection:
+    async with write_turn(engine), _begin_as("write", engine, transaction=True) as connection:
         yield connection
 
 
@@ -235,6 +244,17 @@ def create_engine(
         parsed, async_creator=sqlite_driver.connect(*args, **kwargs), **common
     )
 
+    pragmas = (
+        # journal_mode is persistent in the file; the others are per connection.
+        "PRAGMA journal_mode=WAL",
+        # PRAGMA takes no bound parameters; the value is forced to an int.
+        f"PRAGMA busy_timeout={int(busy_timeout_ms)}",
+        "PRAGMA foreign_keys=ON",
+        # NORMAL is durable across application crashes in WAL mode and
+        # avoids an fsync per commit.
+        "PRAGMA synchronous=NORMAL",
+    )
+
     @event.listens_for(engine.sync_engine, "connect")
     def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
         # The driver's own BEGIN is deferred: a transaction that reads first
@@ -244,14 +264,8 @@ def create_engine(
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            # journal_mode is persistent in the file; the others are per connection.
-            cursor.execute("PRAGMA journal_mode=WAL")
-            # PRAGMA takes no bound parameters; the value is forced to an int.
-            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            # NORMAL is durable across application crashes in WAL mode and
-            # avoids an fsync per commit.
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            for pragma in pragmas:
+                cursor.execute(pragma)
         finally:
             cursor.close()
 
@@ -259,8 +273,16 @@ def create_engine(
     database = str(args[0]) if args else ":memory:"
     if database == ":memory:" or database.startswith("file::memory:"):
         database = f"memory:{id(engine.sync_engine)}"  # one database per engine
+    else:
+        _FILES[engine.sync_engine] = (database, dict(kwargs), pragmas)
     _TURNS[engine.sync_engine] = _WriteTurns(database, busy_timeout_ms / 1000)
     return engine
+
+
+def sqlite_file_of(engine: AsyncEngine) -> tuple[str, dict[str, Any], tuple[str, ...]] | None:
+    """For an engine on a SQLite file: the file, ``sqlite3.connect``'s keyword
+    arguments and the PRAGMAs each connection runs first; else None."""
+    return _FILES.get(engine.sync_engine)
 
 
 def _adapter(connection: Any) -> Any:

@@ -17,6 +17,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import event
 
+from runlane.db import single_write
 from tests.server import runs_support
 from tests.server.runs_support import data_frames
 
@@ -41,13 +42,21 @@ async def _one_run(client: httpx.AsyncClient, app: FastAPI) -> None:
 
 
 async def test_a_run_executes_only_statements_built_once(
-    client: httpx.AsyncClient, app: FastAPI
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = app.state.services.engine.sync_engine
     executed: list[Any] = []
 
     def record(_conn: Any, statement: Any, *_args: Any) -> None:
         executed.append(statement)
+
+    plan = single_write._plan
+
+    def record_single_write(statement: Any, dialect: Any) -> Any:
+        executed.append(statement)  # single writes on SQLite skip SQLAlchemy's events
+        return plan(statement, dialect)
+
+    monkeypatch.setattr(single_write, "_plan", record_single_write)
 
     await _one_run(client, app)  # statements built lazily are built here
     event.listen(engine, "before_execute", record)

@@ -20,10 +20,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runlane.db.engine import begin_read, begin_write
+from runlane.db.single_write import write_one
 from runlane.db.tables import runs, threads
 from runlane.exceptions import ThreadExistsError
 from runlane.runtime.metadata import check_filter, check_page, json_document, sql_contains
 from runlane.runtime.runs.schemas import ACTIVE_STATUSES, validate_thread_id
+from runlane.runtime.runs.store.sql_clauses import one_of
 from runlane.runtime.runs.store.sql_rows import now_utc, to_iso
 from runlane.runtime.threads.base import (
     THREAD_FIELDS,
@@ -49,15 +51,15 @@ _SET_STATUS = (
     .where(threads.c.thread_id == bindparam("tid"))
     .values(status=bindparam("status"), updated_at=bindparam("now"))
 )
+_THREAD_HAS_ACTIVE_RUN = exists().where(
+    runs.c.thread_id == bindparam("tid"), one_of(runs.c.status, _ACTIVE)
+)
 _SETTLE = (
     update(threads)
     .where(threads.c.thread_id == bindparam("tid"))
     .values(
         status=case(
-            (
-                exists().where(runs.c.thread_id == bindparam("tid"), runs.c.status.in_(_ACTIVE)),
-                "busy",
-            ),
+            (_THREAD_HAS_ACTIVE_RUN, "busy"),
             else_=bindparam("status"),
         ),
         updated_at=bindparam("now"),
@@ -277,13 +279,12 @@ class SqlThreadStore(ThreadStore):
             return await super().settle_status(thread_id, status, has_active_run=has_active_run)
         check_thread_status(status)
         params = {"tid": thread_id, "status": status, "now": now_utc()}
-        async with begin_write(self._engine) as conn:
-            stored = (await conn.execute(_SETTLE, params)).scalar()
-        return None if stored is None else cast(ThreadStatus, check_thread_status(stored))
+        settled = await write_one(self._engine, _SETTLE, params)
+        if not settled.rows:
+            return None
+        return cast(ThreadStatus, check_thread_status(settled.rows[0]["status"]))
 
     async def set_status(self, thread_id: str, status: ThreadStatus) -> bool:
         check_thread_status(status)
         params = {"tid": thread_id, "status": status, "now": now_utc()}
-        async with begin_write(self._engine) as conn:
-            result = await conn.execute(_SET_STATUS, params)
-        return result.rowcount == 1
+        return (await write_one(self._engine, _SET_STATUS, params)).rowcount == 1

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import event, insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from runlane.db import single_write
 from runlane.db.engine import begin_write, create_engine
 from runlane.db.tables import runs
 from runlane.exceptions import InvalidThreadStatusError
@@ -73,7 +75,9 @@ async def test_sql_stores_the_status_or_busy_from_the_runs_table(engine: AsyncEn
     assert await store.settle_status("t1", "error", has_active_run=never_called()) == "error"
 
 
-async def test_sql_settle_is_one_statement(engine: AsyncEngine) -> None:
+async def test_sql_settle_is_one_statement(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = SqlThreadStore(engine)
     await store.create("t1")
     statements: list[str] = []
@@ -82,6 +86,14 @@ async def test_sql_settle_is_one_statement(engine: AsyncEngine) -> None:
     def _seen(conn: object, cursor: object, statement: str, *args: object) -> None:
         statements.append(statement)
 
+    # SQLite file engines run single writes below SQLAlchemy (runlane.db.single_write).
+    run_one = single_write._run_one
+
+    def _seen_below(connection: Any, sql: str, values: Any) -> Any:
+        statements.append(sql)
+        return run_one(connection, sql, values)
+
+    monkeypatch.setattr(single_write, "_run_one", _seen_below)
     await store.settle_status("t1", "idle", has_active_run=never_called())
     assert len(statements) == 1
     assert statements[0].lstrip().upper().startswith("UPDATE")

@@ -50,6 +50,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from runlane.db.engine import begin_read, begin_write, create_engine
 from runlane.db.notify import CANCEL_CHANNEL, DISPATCH_CHANNEL
+from runlane.db.single_write import write_one
 from runlane.db.tables import ACTIVE_STATUS_VALUES, runs
 from runlane.exceptions import ConflictError
 from runlane.runtime.runs.retry import is_unique_violation
@@ -179,18 +180,22 @@ class SqlRunStore(RunStore):
             run_id, thread_id, {**fields, "status": RunStatus.pending, "queued": False}
         )
         if strategy == MultitaskStrategy.reject:
-            async with self._lane_conflicts(thread_id), begin_write(self._engine) as conn:
-                inserted = await conn.execute(statements.insert_unless_active(), params(values))
-                if inserted.first() is None:
-                    # Not an error of the transaction: nothing was inserted.
-                    raise ConflictError(f"Thread {thread_id} already has an active run.")
+            async with self._lane_conflicts(thread_id):
+                inserted = await write_one(
+                    self._engine, statements.insert_unless_active(), params(values)
+                )
+            if not inserted.rows:
+                raise ConflictError(f"Thread {thread_id} already has an active run.")
             return Admission(queued=False)
 
         for attempt in range(1, _ADMIT_ATTEMPTS + 1):
             try:
+                if strategy == MultitaskStrategy.enqueue:
+                    # `queued` is decided by the same statement that inserts the
+                    # row; a queued run belongs to nobody until a process claims it.
+                    admitted = await write_one(self._engine, statements.enqueue(), params(values))
+                    return Admission(queued=bool(admitted.rows[0]["queued"]))
                 async with begin_write(self._engine) as conn:
-                    if strategy == MultitaskStrategy.enqueue:
-                        return await self._enqueue(conn, values)
                     return await self._preempt(conn, values, CancelAction(strategy.value))
             except IntegrityError as exc:
                 if not is_unique_violation(exc):
@@ -200,12 +205,6 @@ class SqlRunStore(RunStore):
                         f"Thread {thread_id} kept changing during admission; retry the request."
                     ) from exc
         raise AssertionError("unreachable")
-
-    async def _enqueue(self, conn: AsyncConnection, values: dict[str, Any]) -> Admission:
-        # `queued` is decided by the same statement that inserts the row; a
-        # queued run belongs to nobody until a process claims it.
-        queued = (await conn.execute(statements.enqueue(), params(values))).scalar_one()
-        return Admission(queued=bool(queued))
 
     async def _preempt(
         self, conn: AsyncConnection, values: dict[str, Any], action: CancelAction
@@ -286,13 +285,12 @@ class SqlRunStore(RunStore):
             values["lease_expires_at"] = to_utc((now or now_utc()) + ttl)
         statement = statements.claim_next(database_clock)
         try:
-            async with begin_write(self._engine) as conn:
-                row = (await conn.execute(statement, params(values))).mappings().first()
+            claimed = await write_one(self._engine, statement, params(values))
         except IntegrityError as exc:
             if is_unique_violation(exc):
                 return None  # a concurrent admission took the lane first
             raise
-        return row_to_dict(dict(row)) if row is not None else None
+        return row_to_dict(claimed.rows[0]) if claimed.rows else None
 
     async def claim_stalled(
         self, *, owner_id: str, ttl: timedelta, now: datetime | None = None, limit: int = 100
@@ -374,9 +372,10 @@ class SqlRunStore(RunStore):
     async def _write_one(self, statement: Update, values: dict[str, Any]) -> bool:
         """Run a statement of :mod:`.sql_statements` binding ``values`` and
         ``updated_at`` (now); whether it changed one row."""
-        async with begin_write(self._engine) as conn:
-            result = await conn.execute(statement, params({"updated_at": now_utc(), **values}))
-        return result.rowcount == 1
+        written = await write_one(
+            self._engine, statement, params({"updated_at": now_utc(), **values})
+        )
+        return written.rowcount == 1
 
     async def _update(self, where: tuple[ColumnElement[bool], ...], values: dict[str, Any]) -> bool:
         statement = update(runs).where(*where).values(updated_at=now_utc(), **values)
