@@ -101,7 +101,9 @@ def create_app(
     app.state.settings = settings
     from runlane.server.routes import assistants, events, runs, stateless, system, threads
 
-    for module in (system, assistants, threads, runs, stateless, events):
+    # Routes are matched in order and no two modules share a path: the busiest
+    # first (a run's create-and-stream is matched after the runs routes only).
+    for module in (runs, threads, stateless, assistants, events, system):
         app.include_router(module.router)
     # One ASGI layer for the body limit, the catch-all 500 and the request count.
     install_error_handlers(app, catch_all=False)

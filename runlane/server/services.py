@@ -45,7 +45,11 @@ class Services:
     cluster: ClusterMember
 
 
-def get_services(request: Request) -> Services:
-    """FastAPI dependency: the Services of the app serving ``request``."""
+async def get_services(request: Request) -> Services:
+    """FastAPI dependency: the Services of the app serving ``request``.
+
+    ``async`` so FastAPI calls it on the event loop; a plain function would
+    cost every request a trip to the thread pool.
+    """
     services: Services = request.app.state.services
     return services
