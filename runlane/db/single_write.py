@@ -14,9 +14,12 @@ statement: the write takes its turn with the process's other writers of the
 file first, the same SQL runs with the same bound values (the columns' bind
 and result processors are applied), a failure rolls back in the same call
 and is raised as SQLAlchemy's exception for it (``IntegrityError``,
-``OperationalError``, the ``sqlite3`` error as ``orig``). Statements must not
-use expanding ``IN`` lists (bind each value instead). Postgres, and SQLite
-in memory (one connection only), take the ordinary path.
+``OperationalError``, the ``sqlite3`` error as ``orig``). What differs: these
+statements are not seen by SQLAlchemy's execution events or its ``echo``
+log, and a write inside another write transaction of the same task waits for
+SQLite's lock (``busy_timeout``) as a nested :func:`begin_write` would.
+Statements must not use expanding ``IN`` lists (bind each value instead).
+Postgres, and SQLite in memory (one connection only), take the ordinary path.
 """
 
 from __future__ import annotations

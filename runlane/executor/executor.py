@@ -417,8 +417,6 @@ class RunExecutor:
         """See :meth:`ThreadViews.wait_output`."""
         return await self.views.wait_output(run_id, thread_id=thread_id)
 
-    # -- lifecycle ------------------------------------------------------------------
-
     # -- orphans ----------------------------------------------------------------------
 
     async def recover_orphans(self, *, sole_process: bool = False) -> list[RunRecord]:
