@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InvalidRequestError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.util import await_only
@@ -64,7 +64,13 @@ class _Plan:
     def bind(self, parameters: Mapping[str, Any]) -> tuple[Any, ...]:
         values = []
         for name, process in zip(self.names, self.processors, strict=True):
-            value = parameters[name] if name in parameters else self.defaults[name]
+            if name in parameters:
+                value = parameters[name]
+            elif name in self.defaults:
+                value = self.defaults[name]
+            else:  # the error SQLAlchemy raises for it, before anything runs
+                missing = InvalidRequestError(f"A value is required for bind parameter {name!r}")
+                raise StatementError(str(missing), self.sql, dict(parameters), missing)
             values.append(value if process is None else process(value))
         return tuple(values)
 

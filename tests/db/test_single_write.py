@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runlane.db import single_write
@@ -147,6 +147,15 @@ async def test_a_single_write_waits_for_the_turn_of_an_open_transaction(
     await holder
     assert (await single).rowcount == 1
     assert await _status(engine, "t1") == "error"
+
+
+async def test_a_missing_parameter_is_refused_before_anything_runs(engine: AsyncEngine) -> None:
+    with pytest.raises(StatementError, match="'status'"):
+        await write_one(engine, _SET, {"tid": "t1"})
+    with pytest.raises(StatementError):
+        await write_one(engine, _INSERT, {"tid": "t1", "doc": {}})
+    async with begin_read(engine) as conn:
+        assert await conn.scalar(select(threads.c.thread_id)) is None
 
 
 async def test_an_expanding_in_list_is_refused(tmp_path: Path) -> None:
