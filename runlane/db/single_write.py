@@ -95,7 +95,7 @@ def _plan(statement: UpdateBase, dialect: Dialect) -> _Plan:
         raise ValueError("write_one: bind each value of an IN list, not the list")
     names = tuple(compiled.positiontup or ())
     binds = compiled.binds
-    columns = tuple(statement.exported_columns) if statement._returning else ()
+    columns = tuple(statement.exported_columns)  # the RETURNING columns, if any
     plan = plans[id(dialect)] = _Plan(
         sql=compiled.string,
         names=names,

@@ -80,7 +80,6 @@ from runlane.runtime.runs.store.sql_rows import (
     row_to_dict,
     to_utc,
 )
-from runlane.runtime.runs.store.sql_statements import params
 
 __all__ = ["SqlRunStore"]
 
@@ -182,7 +181,7 @@ class SqlRunStore(RunStore):
         if strategy == MultitaskStrategy.reject:
             async with self._lane_conflicts(thread_id):
                 inserted = await write_one(
-                    self._engine, statements.insert_unless_active(), params(values)
+                    self._engine, statements.insert_unless_active(), statements.params(values)
                 )
             if not inserted.rows:
                 raise ConflictError(f"Thread {thread_id} already has an active run.")
@@ -193,7 +192,9 @@ class SqlRunStore(RunStore):
                 if strategy == MultitaskStrategy.enqueue:
                     # `queued` is decided by the same statement that inserts the
                     # row; a queued run belongs to nobody until a process claims it.
-                    admitted = await write_one(self._engine, statements.enqueue(), params(values))
+                    admitted = await write_one(
+                        self._engine, statements.enqueue(), statements.params(values)
+                    )
                     return Admission(queued=bool(admitted.rows[0]["queued"]))
                 async with begin_write(self._engine) as conn:
                     return await self._preempt(conn, values, CancelAction(strategy.value))
@@ -285,7 +286,7 @@ class SqlRunStore(RunStore):
             values["lease_expires_at"] = to_utc((now or now_utc()) + ttl)
         statement = statements.claim_next(database_clock)
         try:
-            claimed = await write_one(self._engine, statement, params(values))
+            claimed = await write_one(self._engine, statement, statements.params(values))
         except IntegrityError as exc:
             if is_unique_violation(exc):
                 return None  # a concurrent admission took the lane first
@@ -373,7 +374,7 @@ class SqlRunStore(RunStore):
         """Run a statement of :mod:`.sql_statements` binding ``values`` and
         ``updated_at`` (now); whether it changed one row."""
         written = await write_one(
-            self._engine, statement, params({"updated_at": now_utc(), **values})
+            self._engine, statement, statements.params({"updated_at": now_utc(), **values})
         )
         return written.rowcount == 1
 
